@@ -1,0 +1,114 @@
+"""`bilm ...`: each command is a thin call into the library. Heavy imports stay inside the commands, so that
+`bilm predict` runs where only onnxruntime and tokenizers are installed."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+import click
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def run_with_params(fn: Callable, params_file: str, overrides: tuple[str, ...]):
+    """Load params, call `fn(params)`, and turn known input errors into a one-line message and exit code 2."""
+    from pipeline.config import ConfigError, load_params
+    from pipeline.data import DataError
+
+    _setup_logging()
+    try:
+        return fn(load_params(params_file, list(overrides)))
+    except (ConfigError, DataError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        click.echo(f"error: {msg}", err=True)
+        sys.exit(2)
+
+
+params_option = click.option("--params", "params_file", default="params.yaml", show_default=True,
+                             help="params file")
+set_option = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                          help="override one param, e.g. --set pretrain.max_steps=10 (repeatable)")
+
+
+@click.group()
+@click.version_option(package_name="bilm-pipeline")
+def main() -> None:
+    """bilm: train, fine-tune, export and compare BERT and XLNet."""
+
+
+@main.command()
+@params_option
+@set_option
+def prepare(params_file: str, overrides: tuple[str, ...]) -> None:
+    """Load, clean and split the dataset; write artifacts/data."""
+    from pipeline.data import prepare as run
+
+    stats = run_with_params(lambda p: run(p.data), params_file, overrides)
+    click.echo({k: v for k, v in stats.items() if k in ("train", "validation", "test")})
+
+
+@main.command()
+@click.argument("family")
+@params_option
+@set_option
+def tokenizer(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
+    """Train FAMILY's tokenizer on the train-split corpus."""
+    from pipeline.tokenize import train_tokenizer
+
+    run_with_params(lambda p: train_tokenizer(family, p), params_file, overrides)
+
+
+@main.command()
+@click.argument("family")
+@params_option
+@set_option
+def pretrain(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
+    """Pretrain FAMILY from scratch (BERT: MLM + NSP; XLNet: PLM). Resumes from its last checkpoint."""
+    from pipeline.pretrain import pretrain as run
+
+    run_with_params(lambda p: run(family, p), params_file, overrides)
+
+
+@main.command()
+@click.argument("family")
+@click.option("--init", default=None, help="pretrained | random | a from_pretrained folder or hub id")
+@click.option("--ablation", is_flag=True, help="random init (the 'no pretraining' ablation), its own outputs")
+@params_option
+@set_option
+def finetune(family: str, init: str | None, ablation: bool, params_file: str, overrides: tuple[str, ...]) -> None:
+    """Fine-tune FAMILY for classification; pick the best epoch on validation macro-F1; test it."""
+    from pipeline.finetune import finetune as run
+
+    overrides = overrides + ((f"finetune.init={init}",) if init else ())
+    result = run_with_params(lambda p: run(family, p, ablation=ablation), params_file, overrides)
+    click.echo(result["summary"])
+
+
+@main.command()
+@params_option
+@set_option
+def baseline(params_file: str, overrides: tuple[str, ...]) -> None:
+    """TF-IDF + logistic regression reference on the same splits."""
+    from pipeline.baseline import tfidf_baseline
+
+    metrics = run_with_params(lambda p: tfidf_baseline(seed=p.data.seed), params_file, overrides)
+    click.echo({k: metrics[k] for k in ("accuracy", "f1_macro")})
+
+
+def _register_optional() -> None:
+    try:
+        from pipeline.export.commands import export, predict
+    except ImportError:  # the export package is optional in a stripped install
+        return
+    main.add_command(export)
+    main.add_command(predict)
+
+
+_register_optional()
+
+if __name__ == "__main__":
+    main()

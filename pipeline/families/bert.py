@@ -1,0 +1,143 @@
+"""BERT: uncased WordPiece, BertForPreTraining with masked LM + next sentence prediction."""
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import (BertConfig, BertForPreTraining, BertForSequenceClassification, BertTokenizer,
+                          DataCollatorForLanguageModeling)
+
+from pipeline.config import ModelConfig, PretrainConfig, TokenizerConfig
+from pipeline.families import register
+from pipeline.families.base import Family, OnnxSpec
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _accuracy_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    correct = (logits.argmax(-1) == labels).sum()
+    return correct, torch.tensor(labels.numel(), device=labels.device)
+
+
+class BertForPreTrainingAtMasked(BertForPreTraining):
+    """BertForPreTraining whose MLM head runs only at the masked positions (about 15% of tokens).
+
+    The vocabulary projection is the largest matrix in a small BERT; skipping it at the 85% of positions
+    that carry no label roughly halves a small model's step time. Weights and checkpoint keys are those of
+    BertForPreTraining, so `from_pretrained` loads the folder into any BERT class.
+    """
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                next_sentence_label=None, **_: Any) -> dict[str, torch.Tensor]:
+        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        selected = labels != -100  # [batch, seq] bool
+        mlm_logits = self.cls.predictions(out.last_hidden_state[selected])  # [n_masked, vocab]
+        nsp_logits = self.cls.seq_relationship(out.pooler_output)  # [batch, 2]
+        mlm_labels, nsp_labels = labels[selected], next_sentence_label.view(-1)
+        mlm_loss = F.cross_entropy(mlm_logits, mlm_labels) if mlm_labels.numel() else mlm_logits.sum() * 0
+        nsp_loss = F.cross_entropy(nsp_logits, nsp_labels)
+        mlm_correct, mlm_total = _accuracy_counts(mlm_logits, mlm_labels)
+        nsp_correct, nsp_total = _accuracy_counts(nsp_logits, nsp_labels)
+        return {"loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss.detach(), "nsp_loss": nsp_loss.detach(),
+                "mlm_correct": mlm_correct, "mlm_total": mlm_total,
+                "nsp_correct": nsp_correct, "nsp_total": nsp_total}
+
+
+def _split_sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE_END.split(text.strip()) if s]
+
+
+def _segments(sentence_ids: list[list[int]], rng: random.Random) -> tuple[list[int], list[int]] | None:
+    """Split one document into (A, B) at a sentence boundary, or mid-sentence when it has one sentence."""
+    if len(sentence_ids) >= 2:
+        k = rng.randint(1, len(sentence_ids) - 1)
+        return sum(sentence_ids[:k], []), sum(sentence_ids[k:], [])
+    tokens = sentence_ids[0] if sentence_ids else []
+    if len(tokens) < 4:
+        return None
+    k = rng.randint(len(tokens) // 3, 2 * len(tokens) // 3)
+    return tokens[:k], tokens[k:]
+
+
+def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Random) -> None:
+    """Trim the longer segment, from a random end, as BERT's create_pretraining_data does."""
+    while len(a) + len(b) > max_tokens:
+        longer = a if len(a) > len(b) else b
+        del longer[0 if rng.random() < 0.5 else -1]
+
+
+@register
+class Bert(Family):
+    name = "bert"
+    classifier_class = BertForSequenceClassification
+    # torchscript: ORT's BERT optimizer fuses its graph into Attention + EmbedLayerNormalization; the dynamo
+    # graph has the same numbers but its attention is not fused
+    onnx = OnnxSpec(exporter="torchscript", opset=17)
+    pretraining_objectives = ("mlm", "nsp")
+
+    def train_tokenizer(self, corpus: list[Path], cfg: TokenizerConfig) -> BertTokenizer:
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=cfg.lowercase, strip_accents=cfg.lowercase, clean_text=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+                                            special_tokens=SPECIAL_TOKENS, show_progress=False)
+        tok.train([str(p) for p in corpus], trainer)
+        # BertTokenizer builds the standard BERT pipeline ([CLS] A [SEP] B [SEP], segment ids) on this vocab
+        return BertTokenizer(vocab=tok.get_vocab(), do_lower_case=cfg.lowercase, model_max_length=cfg.model_max_length)
+
+    def build_config(self, shape: ModelConfig, tokenizer, **extra: Any) -> BertConfig:
+        return BertConfig(
+            vocab_size=len(tokenizer), hidden_size=shape.hidden_size, num_hidden_layers=shape.num_hidden_layers,
+            num_attention_heads=shape.num_attention_heads, intermediate_size=shape.intermediate_size,
+            max_position_embeddings=shape.max_position_embeddings, hidden_dropout_prob=shape.dropout,
+            attention_probs_dropout_prob=shape.dropout, pad_token_id=tokenizer.pad_token_id, **extra)
+
+    def pretraining_model(self, config: BertConfig) -> BertForPreTrainingAtMasked:
+        return BertForPreTrainingAtMasked(config)
+
+    def pretraining_examples(self, texts: list[str], tokenizer, cfg: PretrainConfig, n_examples: int,
+                             seed: int) -> list[dict[str, Any]]:
+        """Sentence pairs for NSP: B follows A in the same review half the time, else B is from another."""
+        rng = random.Random(seed)
+        docs = []
+        for text in texts:
+            sentences = _split_sentences(text)
+            if sentences:
+                ids = tokenizer(sentences, add_special_tokens=False)["input_ids"]
+                if (segs := _segments(ids, rng)) is not None:
+                    docs.append(ids)
+        if len(docs) < 2:
+            raise ValueError("NSP needs at least two documents with two or more tokens each")
+        examples = []
+        while len(examples) < n_examples:
+            for i in rng.sample(range(len(docs)), len(docs)):
+                examples.append(self._pair(docs, i, tokenizer, cfg.max_seq_length - 3, rng))
+        return examples[:n_examples]
+
+    @staticmethod
+    def _pair(docs: list[list[list[int]]], i: int, tokenizer, max_tokens: int, rng: random.Random) -> dict:
+        a, b = _segments(docs[i], rng)
+        is_random_next = rng.random() < 0.5
+        if is_random_next:
+            j = rng.choice([k for k in (rng.randrange(len(docs)) for _ in range(3)) if k != i] or [(i + 1) % len(docs)])
+            b = _segments(docs[j], rng)[1]
+        a, b = list(a), list(b)
+        _truncate_pair(a, b, max_tokens, rng)
+        ids = [tokenizer.cls_token_id, *a, tokenizer.sep_token_id, *b, tokenizer.sep_token_id]
+        types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
+        # transformers' convention: label 0 = B continues A, 1 = B is random
+        return {"input_ids": ids, "token_type_ids": types, "attention_mask": [1] * len(ids),
+                "next_sentence_label": int(is_random_next)}
+
+    def pretraining_collator(self, tokenizer, cfg: PretrainConfig) -> DataCollatorForLanguageModeling:
+        # 15% of tokens are selected; of those 80% -> [MASK], 10% -> random token, 10% unchanged
+        return DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=cfg.mlm_probability,
+                                               mask_replace_prob=0.8, random_replace_prob=0.1,
+                                               pad_to_multiple_of=8)

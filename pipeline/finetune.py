@@ -1,0 +1,132 @@
+"""finetune stage: train a sequence classifier from the pretrained folder, another checkpoint, or random init;
+select the best epoch on validation macro-F1; evaluate it on the test split."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoTokenizer, DataCollatorWithPadding, Trainer
+
+from pipeline.config import ConfigError, Params
+from pipeline.data import read_split
+from pipeline.families import Family, get_family
+from pipeline.io import read_json, write_json
+from pipeline.metrics import classification_metrics
+from pipeline.paths import Paths
+from pipeline.pretrain import ListDataset
+from pipeline.training import LiveCallback, drop_checkpoints, prepare_checkpoints, save_model_folder, training_args
+
+log = logging.getLogger(__name__)
+
+
+def resolve_init(init: str, family: Family, paths: Paths) -> str | None:
+    """The from_pretrained source for `finetune.init` (None for random init), checked before any work."""
+    if init == "random":
+        return None
+    if init == "pretrained":
+        source = paths.pretrained(family.name)
+        if not (source / "config.json").exists():
+            raise ConfigError(f"finetune.init=pretrained but {source} holds no pretrained model; run "
+                              f"`dvc repro pretrain@{family.name}` first, or set finetune.init to random or a path")
+        return str(source)
+    looks_local = Path(init).expanduser().exists() or init.startswith((".", "/", "~")) or init.count("/") > 1
+    if looks_local and not (Path(init).expanduser() / "config.json").exists():
+        raise ConfigError(f"finetune.init {init!r}: from_pretrained source does not exist (no config.json "
+                          f"there); give a model folder, a hub id, `pretrained` or `random`")
+    try:
+        model_type = AutoConfig.from_pretrained(init).model_type
+    except OSError as exc:
+        raise ConfigError(f"finetune.init {init!r} could not be loaded ({exc}); check the folder or hub id "
+                          f"(hub ids need a network or a local cache)") from None
+    expected = family.classifier_class.config_class.model_type
+    if model_type != expected:
+        raise ConfigError(f"finetune.init {init!r} is a {model_type!r} checkpoint but family {family.name!r} "
+                          f"needs {expected!r}")
+    return str(Path(init).expanduser()) if looks_local else init
+
+
+def build_classifier(family: Family, source: str | None, params: Params, paths: Paths, label2id: dict):
+    id2label = {i: label for label, i in label2id.items()}
+    if source is None:  # the "no pretraining" ablation: same tokenizer and shape, random weights
+        tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer(family.name))
+        config = family.build_config(params.model, tokenizer, id2label=id2label, label2id=label2id)
+        torch.manual_seed(params.finetune.seed)
+        return family.classifier_class(config), tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = family.classifier_class.from_pretrained(source, num_labels=len(label2id), id2label=id2label,
+                                                    label2id=label2id, ignore_mismatched_sizes=True)
+    return model, tokenizer
+
+
+class WeightedTrainer(Trainer):
+    """Cross-entropy with per-class weights (None: plain), so a skewed label set does not cost macro-F1."""
+
+    def __init__(self, *args, class_weights: torch.Tensor | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.class_weights = class_weights
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        weight = None if self.class_weights is None else self.class_weights.to(outputs.logits.device)
+        loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=weight)
+        return (loss, outputs) if return_outputs else loss
+
+
+def _encode(tokenizer, texts: list[str], labels: list[int], max_length: int) -> ListDataset:
+    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    return ListDataset([{**{k: enc[k][i] for k in enc}, "labels": labels[i]} for i in range(len(texts))])
+
+
+def _eval_metrics(id2label: dict[int, str]):
+    def compute(pred) -> dict[str, float]:
+        m = classification_metrics(pred.label_ids, np.argmax(pred.predictions, -1), id2label)
+        return {"accuracy": m["accuracy"], "f1_macro": m["f1_macro"]}
+    return compute
+
+
+def _class_weights(labels: list[int], n: int) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=n).astype(np.float64)
+    return torch.tensor(len(labels) / (n * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def finetune(family_name: str, params: Params, paths: Paths = Paths(), ablation: bool = False) -> dict:
+    family, cfg = get_family(family_name), params.finetune
+    init = "random" if ablation else cfg.init
+    source = resolve_init(init, family, paths)
+    label2id = read_json(paths.label_map)
+    id2label = {i: label for label, i in label2id.items()}
+    model, tokenizer = build_classifier(family, source, params, paths, label2id)
+    splits = {name: read_split(name, paths) for name in ("train", "validation", "test")}
+    data = {name: _encode(tokenizer, *splits[name], cfg.max_length) for name in splits}
+    stage = "finetune_random_init" if ablation else "finetune"
+    fingerprint = {"family": family_name, "init": init, "finetune": dataclasses.asdict(cfg),
+                   "model": params.model.__dict__, "data": params.data.__dict__}
+    ckpt_dir = paths.checkpoints(stage, family_name)
+    resume_from = prepare_checkpoints(ckpt_dir, fingerprint)
+    callback = LiveCallback(paths.metrics(stage, family_name), resume=resume_from is not None)
+    args = training_args(cfg, ckpt_dir, num_train_epochs=cfg.num_train_epochs, eval_strategy="epoch",
+                         save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="f1_macro",
+                         greater_is_better=True, train_sampling_strategy="group_by_length")
+    weights = _class_weights(splits["train"][1], len(label2id)) if cfg.class_weighted_loss else None
+    trainer = WeightedTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
+                              data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+                              compute_metrics=_eval_metrics(id2label), callbacks=[callback], class_weights=weights)
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - start
+    pred = trainer.predict(data["test"])
+    test = classification_metrics(splits["test"][1], np.argmax(pred.predictions, -1), id2label)
+    summary = {"test/accuracy": test["accuracy"], "test/f1_macro": test["f1_macro"], "train_seconds": seconds,
+               "best_validation_f1_macro": trainer.state.best_metric or float("nan")}
+    if trainer.is_world_process_zero():
+        callback.log_final(summary)
+        save_model_folder(trainer, tokenizer, paths.model(family_name, ablation),
+                          {"params": params.to_dict(), "init": init, "source": source, "metrics": summary})
+        write_json(paths.metrics(stage, family_name) / "test.json", test)
+        drop_checkpoints(trainer, ckpt_dir)
+    return {"summary": summary, "test": test}

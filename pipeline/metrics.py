@@ -1,0 +1,26 @@
+"""Classification metrics (scikit-learn), in the JSON shape every metrics file uses."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], id2label: dict[int, str]) -> dict:
+    """accuracy; precision, recall, F1 per class and macro; the confusion matrix (rows: true, cols: predicted)."""
+    ids = sorted(id2label)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    pm, rm, fm, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average="macro", zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "precision_macro": float(pm),
+        "recall_macro": float(rm),
+        "f1_macro": float(fm),
+        "per_class": {id2label[i]: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]),
+                                    "support": int(s[k])} for k, i in enumerate(ids)},
+        "confusion_matrix": {"labels": [id2label[i] for i in ids],
+                             "matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist()},
+        "n": int(len(y_true)),
+    }

@@ -1,0 +1,24 @@
+"""tokenizer stage: train a family's tokenizer on the train-split corpus; save a transformers fast tokenizer."""
+from __future__ import annotations
+
+import time
+
+from pipeline.config import Params
+from pipeline.data import DataError
+from pipeline.families import get_family
+from pipeline.io import atomic_dir, write_json
+from pipeline.paths import Paths
+
+
+def train_tokenizer(family_name: str, params: Params, paths: Paths = Paths()) -> dict:
+    family = get_family(family_name)
+    if not paths.corpus.exists():
+        raise DataError(f"{paths.corpus} not found; run the prepare stage first")
+    start = time.perf_counter()
+    tokenizer = family.train_tokenizer([paths.corpus], params.tokenizer)
+    with atomic_dir(paths.tokenizer(family_name)) as tmp:
+        tokenizer.save_pretrained(tmp)
+        info = {"family": family_name, "vocab_size": len(tokenizer), "seconds": time.perf_counter() - start,
+                "tokenizer": params.tokenizer.__dict__}
+        write_json(tmp / "bilm.json", info)
+    return info

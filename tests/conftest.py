@@ -1,0 +1,64 @@
+"""Shared fixtures: the tiny preset, and a prepared data + tokenizer folder built once per session."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pipeline.config import load_params  # noqa: E402
+from pipeline.paths import Paths  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_params():
+    return load_params(REPO / "params.yaml", ["preset=tiny"])
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, tiny_params) -> Paths:
+    """artifacts/ with data and both tokenizers, on the tiny preset. Read-only for tests: copy to change."""
+    from pipeline.data import prepare
+    from pipeline.tokenize import train_tokenizer
+
+    paths = Paths(tmp_path_factory.mktemp("artifacts"))
+    prepare(tiny_params.data, paths)
+    for family in tiny_params.families:
+        train_tokenizer(family, tiny_params, paths)
+    return paths
+
+
+@pytest.fixture
+def workdir(tmp_path, prepared) -> Paths:
+    """A private copy of the prepared artifacts, for tests that write."""
+    root = tmp_path / "artifacts"
+    shutil.copytree(prepared.root, root)
+    return Paths(root)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd or REPO, env=full_env,
+                          capture_output=True, text=True, timeout=600)

@@ -1,0 +1,147 @@
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForPreTraining, AutoTokenizer, BertForPreTraining, XLNetLMHeadModel
+
+from pipeline.data import read_split
+from pipeline.families import get_family
+from pipeline.pretrain import pretrain
+from pipeline.training import ObjectiveTrainer
+
+from conftest import REPO
+
+
+def _tokenizer(paths, family):
+    return AutoTokenizer.from_pretrained(paths.tokenizer(family))
+
+
+def test_mlm_masking_is_15_percent_with_80_10_10(prepared, tiny_params):
+    family, tok = get_family("bert"), _tokenizer(prepared, "bert")
+    cfg = dataclasses.replace(tiny_params.pretrain, max_seq_length=128)
+    examples = family.pretraining_examples(read_split("train", prepared)[0], tok, cfg, 400, seed=0)
+    torch.manual_seed(0)
+    batch = family.pretraining_collator(tok, cfg)(examples)
+    original = torch.nn.utils.rnn.pad_sequence([torch.tensor(e["input_ids"]) for e in examples], batch_first=True,
+                                               padding_value=tok.pad_token_id)
+    original = torch.nn.functional.pad(original, (0, batch["input_ids"].shape[1] - original.shape[1]),
+                                       value=tok.pad_token_id)
+    special = torch.isin(original, torch.tensor(tok.all_special_ids))
+    selected = batch["labels"] != -100
+    assert not (selected & special).any()
+    assert abs(selected.sum() / (~special).sum() - 0.15) < 0.01
+    assert torch.equal(batch["labels"][selected], original[selected])
+    inputs = batch["input_ids"][selected]
+    as_mask = (inputs == tok.mask_token_id).float().mean()
+    unchanged = (inputs == original[selected]).float().mean()
+    assert abs(as_mask - 0.8) < 0.02 and abs(unchanged - 0.1) < 0.02 and abs(1 - as_mask - unchanged - 0.1) < 0.02
+
+
+def test_nsp_pairs_are_half_true_next_half_random(prepared, tiny_params):
+    family, tok = get_family("bert"), _tokenizer(prepared, "bert")
+    words = [w for w in tok.get_vocab() if w.isalpha() and len(w) > 3][:60]
+    docs = [f"{w} {w} {w}. {w} {w}. {w}!" for w in words]  # one word per document: its origin is visible
+    examples = family.pretraining_examples(docs, tok, tiny_params.pretrain, 2000, seed=1)
+    labels = [e["next_sentence_label"] for e in examples]
+    assert abs(sum(labels) / len(labels) - 0.5) < 0.04
+    word_ids = set(tok.convert_tokens_to_ids(words))
+    for e in examples:
+        ids, types = e["input_ids"], e["token_type_ids"]
+        a = {i for i, t in zip(ids, types) if t == 0 and i in word_ids}
+        b = {i for i, t in zip(ids, types) if t == 1 and i in word_ids}
+        assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id and len(ids) <= 32
+        assert (a == b) == (e["next_sentence_label"] == 0)  # 0: B continues A's document
+
+
+def test_xlnet_collator_keeps_only_real_targets(prepared, tiny_params):
+    family, tok = get_family("xlnet"), _tokenizer(prepared, "xlnet")
+    cfg = tiny_params.pretrain
+    examples = family.pretraining_examples(read_split("train", prepared)[0], tok, cfg, 16, seed=0)
+    assert all(len(e["input_ids"]) == cfg.max_seq_length for e in examples)  # packed: no padding
+    assert all(e["input_ids"][-2:] == [tok.sep_token_id, tok.cls_token_id] for e in examples)
+    batch = family.pretraining_collator(tok, cfg)(examples)
+    b, p, seq = batch["target_mapping"].shape
+    assert (b, seq) == (16, cfg.max_seq_length) and batch["perm_mask"].shape == (16, seq, seq)
+    assert p < seq / 2  # about 1/6 of the tokens, not all of them
+    valid = batch["labels"] != -100
+    assert torch.equal(batch["target_mapping"].sum(-1), valid.float())  # one position per real target
+    positions = batch["target_mapping"].argmax(-1)
+    assert torch.all(batch["input_ids"].gather(1, positions)[valid] == tok.mask_token_id)
+
+
+@pytest.mark.parametrize("family_name", ["bert", "xlnet"])
+def test_pretraining_loss_falls_on_a_fixed_batch(prepared, tiny_params, family_name):
+    family, tok = get_family(family_name), _tokenizer(prepared, family_name)
+    torch.manual_seed(0)
+    shape = dataclasses.replace(tiny_params.model, dropout=0.0)  # a deterministic objective to overfit
+    model = family.pretraining_model(family.build_config(shape, tok))
+    examples = family.pretraining_examples(read_split("train", prepared)[0], tok, tiny_params.pretrain, 8, 0)
+    batch = family.pretraining_collator(tok, tiny_params.pretrain)(examples)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        out = model(**batch)
+        out["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append({k: v.item() for k, v in out.items() if k.endswith("loss")})
+    for objective in family.pretraining_objectives:
+        assert losses[-1][f"{objective}_loss"] < 0.5 * losses[0][f"{objective}_loss"], objective
+
+
+@pytest.mark.parametrize("family_name,expected_class", [("bert", BertForPreTraining), ("xlnet", XLNetLMHeadModel)])
+def test_pretrain_stage_writes_a_from_pretrained_folder(workdir, tiny_params, family_name, expected_class):
+    metrics = pretrain(family_name, tiny_params, workdir)
+    out = workdir.pretrained(family_name)
+    assert isinstance(AutoModelForPreTraining.from_pretrained(out), expected_class)
+    AutoTokenizer.from_pretrained(out)
+    assert json.loads((out / "bilm.json").read_text())["params"]["preset"] == "tiny"
+    for objective in get_family(family_name).pretraining_objectives:
+        assert 0 <= metrics[f"heldout/{objective}_accuracy"] <= 1
+    assert metrics["tokens_per_second"] > 0
+    live = workdir.metrics("pretrain", family_name)
+    summary = json.loads((live / "metrics.json").read_text())
+    assert f"heldout/{get_family(family_name).pretraining_objectives[0]}_accuracy" in summary
+    assert (live / "plots" / "metrics" / "train" / "loss.tsv").exists()
+    assert not workdir.checkpoints("pretrain", family_name).exists()  # dropped after a finished run
+
+
+def test_interrupted_pretraining_resumes_from_its_last_checkpoint(workdir, tiny_params, monkeypatch, caplog):
+    original = ObjectiveTrainer.training_step
+
+    def crash_after_first_checkpoint(self, *args, **kwargs):
+        if self.state.global_step >= tiny_params.pretrain.save_steps + 1:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ObjectiveTrainer, "training_step", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain("bert", tiny_params, workdir)
+    ckpts = workdir.checkpoints("pretrain", "bert")
+    assert (ckpts / f"checkpoint-{tiny_params.pretrain.save_steps}").exists()
+    assert not workdir.pretrained("bert").exists()  # nothing half-written
+    monkeypatch.setattr(ObjectiveTrainer, "training_step", original)
+    caplog.set_level("INFO")
+    pretrain("bert", tiny_params, workdir)
+    assert f"resuming from {ckpts / f'checkpoint-{tiny_params.pretrain.save_steps}'}" in caplog.text
+    state = json.loads((workdir.pretrained("bert") / "bilm.json").read_text())
+    assert state["metrics"]["train_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_pretraining_runs_under_torchrun_with_two_processes(tmp_path, prepared):
+    shutil.copytree(prepared.root, tmp_path / "artifacts")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(REPO / "stages" / "pretrain.py"), "bert", "--set", "preset=tiny"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "artifacts" / "metrics" / "pretrain" / "bert" / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert (tmp_path / "artifacts" / "pretrained" / "bert" / "model.safetensors").exists()
