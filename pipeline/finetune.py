@@ -15,7 +15,7 @@ from pipeline.config import ConfigError, Params
 from pipeline.data import read_split
 from pipeline.families import Family, get_family
 from pipeline.io import read_json, write_json
-from pipeline.metrics import classification_metrics
+from pipeline.metrics import classification_metrics, prediction_rows
 from pipeline.paths import Paths
 from pipeline.pretrain import ListDataset
 from pipeline.training import LiveCallback, drop_checkpoints, prepare_checkpoints, save_model_folder, training_args
@@ -120,7 +120,9 @@ def finetune(family_name: str, params: Params, paths: Paths = Paths(), ablation:
     trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
     pred = trainer.predict(data["test"])
-    test = classification_metrics(splits["test"][1], np.argmax(pred.predictions, -1), id2label)
+    # with length-grouped sampling the Trainer also reorders evaluation: use its label_ids, not split order
+    actual, predicted = pred.label_ids, np.argmax(pred.predictions, -1)
+    test = classification_metrics(actual, predicted, id2label)
     summary = {"test/accuracy": test["accuracy"], "test/f1_macro": test["f1_macro"], "train_seconds": seconds,
                "best_validation_f1_macro": trainer.state.best_metric or float("nan")}
     if trainer.is_world_process_zero():
@@ -128,5 +130,7 @@ def finetune(family_name: str, params: Params, paths: Paths = Paths(), ablation:
         save_model_folder(trainer, tokenizer, paths.model(family_name, ablation),
                           {"params": params.to_dict(), "init": init, "source": source, "metrics": summary})
         write_json(paths.metrics(stage, family_name) / "test.json", test)
+        write_json(paths.metrics(stage, family_name) / "predictions.json",
+                   prediction_rows(actual, predicted, id2label))
         drop_checkpoints(trainer, ckpt_dir)
     return {"summary": summary, "test": test}

@@ -8,7 +8,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], id2label: dict[int, str]) -> dict:
-    """accuracy; precision, recall, F1 per class and macro; the confusion matrix (rows: true, cols: predicted)."""
+    """accuracy; precision, recall, F1 per class and macro; the confusion matrix."""
     ids = sorted(id2label)
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
@@ -20,7 +20,13 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], id2labe
         "f1_macro": float(fm),
         "per_class": {id2label[i]: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]),
                                     "support": int(s[k])} for k, i in enumerate(ids)},
-        "confusion_matrix": {"labels": [id2label[i] for i in ids],
-                             "matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist()},
+        # {true label: {predicted label: count}}: nested numbers, so `dvc metrics show` lists every cell
+        "confusion_matrix": {id2label[i]: {id2label[j]: int(c) for j, c in zip(ids, row)}
+                             for i, row in zip(ids, confusion_matrix(y_true, y_pred, labels=ids))},
         "n": int(len(y_true)),
     }
+
+
+def prediction_rows(y_true: Sequence[int], y_pred: Sequence[int], id2label: dict[int, str]) -> list[dict]:
+    """[{actual, predicted}] per example: the input of DVC's confusion-matrix plot template."""
+    return [{"actual": id2label[int(t)], "predicted": id2label[int(p)]} for t, p in zip(y_true, y_pred)]

@@ -12,4 +12,5 @@ def test_metrics_match_sklearn_on_fixed_inputs():
     assert abs(m["precision_macro"] - precision_score(y_true, y_pred, average="macro")) < 1e-12
     assert abs(m["recall_macro"] - recall_score(y_true, y_pred, average="macro")) < 1e-12
     assert m["per_class"]["b"]["recall"] == 2 / 3 and m["per_class"]["c"]["support"] == 4
-    assert m["confusion_matrix"] == {"labels": ["a", "b", "c"], "matrix": [[2, 1, 0], [0, 2, 1], [1, 0, 3]]}
+    assert m["confusion_matrix"] == {"a": {"a": 2, "b": 1, "c": 0}, "b": {"a": 0, "b": 2, "c": 1},
+                                     "c": {"a": 1, "b": 0, "c": 3}}  # {true: {predicted: count}}

@@ -1,0 +1,273 @@
+"""XLNet: SentencePiece-style Unigram tokenizer, XLNetLMHeadModel with permutation language modeling."""
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import types
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from tokenizers import trainers
+from transformers import (DataCollatorForPermutationLanguageModeling, XLNetConfig, XLNetForSequenceClassification,
+                          XLNetLMHeadModel, XLNetTokenizer)
+
+from pipeline.config import ModelConfig, PretrainConfig, TokenizerConfig
+from pipeline.families import register
+from pipeline.families.base import Family, OnnxSpec
+
+# <unk> first: XLNetTokenizer's unk_id defaults to 0
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>"]
+
+
+class XLNetLMHeadModelAtTargets(XLNetLMHeadModel):
+    """XLNetLMHeadModel that projects to the vocabulary only at the prediction targets.
+
+    Two-stream attention already runs the query stream only over `target_mapping`'s rows; the collator
+    below sizes those rows to the real targets (about 1/6 of tokens) instead of every position.
+    """
+
+    def forward(self, input_ids, perm_mask=None, target_mapping=None, labels=None, attention_mask=None,
+                token_type_ids=None, **_: Any) -> dict[str, torch.Tensor]:
+        out = self.transformer(input_ids, attention_mask=attention_mask, perm_mask=perm_mask,
+                               target_mapping=target_mapping, token_type_ids=token_type_ids, use_mems=False)
+        selected = labels != -100  # [batch, n_predict]
+        logits = self.lm_loss(out.last_hidden_state[selected])  # [n_targets, vocab]
+        targets = labels[selected]
+        loss = F.cross_entropy(logits, targets) if targets.numel() else logits.sum() * 0
+        correct = (logits.argmax(-1) == targets).sum()
+        return {"loss": loss, "plm_loss": loss.detach(), "plm_correct": correct,
+                "plm_total": torch.tensor(targets.numel(), device=targets.device)}
+
+
+class CompactPermutationCollator(DataCollatorForPermutationLanguageModeling):
+    """transformers' PLM collator (span masking, factorisation order, perm_mask), with `target_mapping`
+    cut from [batch, seq, seq] to [batch, n_predict, seq], n_predict = the most targets in any row."""
+
+    def torch_call(self, examples: list[Any]) -> dict[str, torch.Tensor]:
+        batch = super().torch_call(examples)
+        labels = batch["labels"]  # [batch, seq], -100 off target
+        n_predict = max(int((labels != -100).sum(1).max()), 1)
+        bsz, seq = labels.shape
+        target_mapping = torch.zeros(bsz, n_predict, seq)
+        compact = torch.full((bsz, n_predict), -100, dtype=labels.dtype)
+        for i in range(bsz):
+            positions = (labels[i] != -100).nonzero().flatten()
+            target_mapping[i, torch.arange(len(positions)), positions] = 1.0
+            compact[i, : len(positions)] = labels[i, positions]
+        batch["target_mapping"], batch["labels"] = target_mapping, compact
+        return batch
+
+
+@register
+class XLNet(Family):
+    name = "xlnet"
+    classifier_class = XLNetForSequenceClassification
+    # dynamo: with export_patches both exporters give the same numbers; dynamo's graph is a third the size
+    # (no Constant/Identity/shape chains). Stock XLNet fails in dynamo (int64 `1.0 - attention_mask`).
+    onnx = OnnxSpec(exporter="dynamo", opset=18)
+    pretraining_objectives = ("plm",)
+
+    def train_tokenizer(self, corpus: list[Path], cfg: TokenizerConfig) -> XLNetTokenizer:
+        # Train a Unigram model inside XLNetTokenizer's own normalizer and Metaspace pre-tokenizer, then
+        # hand its pieces and scores back to XLNetTokenizer, which adds `A <sep> <cls>` and left padding.
+        backend = XLNetTokenizer(do_lower_case=cfg.lowercase).backend_tokenizer
+        trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS,
+                                          unk_token="<unk>", show_progress=False)
+        backend.train([str(p) for p in corpus], trainer)
+        vocab = [tuple(piece) for piece in json.loads(backend.to_str())["model"]["vocab"]]
+        return XLNetTokenizer(vocab=vocab, unk_id=0, do_lower_case=cfg.lowercase, padding_side="left",
+                              model_max_length=cfg.model_max_length,
+                              model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+    def build_config(self, shape: ModelConfig, tokenizer, **extra: Any) -> XLNetConfig:
+        return XLNetConfig(
+            vocab_size=len(tokenizer), d_model=shape.hidden_size, n_layer=shape.num_hidden_layers,
+            n_head=shape.num_attention_heads, d_inner=shape.intermediate_size, dropout=shape.dropout,
+            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, mem_len=None, use_mems_train=False, **extra)
+
+    def pretraining_model(self, config: XLNetConfig) -> XLNetLMHeadModelAtTargets:
+        return XLNetLMHeadModelAtTargets(config)
+
+    def pretraining_examples(self, texts: list[str], tokenizer, cfg: PretrainConfig, n_examples: int,
+                             seed: int) -> list[dict[str, Any]]:
+        """Documents joined by <eod> and packed into blocks of `max_seq_length - 2` tokens + `<sep> <cls>`:
+        no padding, and the classifier's layout (summary token last) is seen in pretraining too."""
+        rng = random.Random(seed)
+        stream: list[int] = []
+        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+            stream += ids + [tokenizer.convert_tokens_to_ids("<eod>")]
+        body = cfg.max_seq_length - 2
+        if len(stream) < body:
+            raise ValueError(f"the corpus has {len(stream)} tokens, fewer than one block of {body}")
+        tail = [tokenizer.sep_token_id, tokenizer.cls_token_id]
+        examples = []
+        while len(examples) < n_examples:  # each pass starts at a new offset, so blocks differ
+            offset = rng.randrange(body)
+            rotated = stream[offset:] + stream[:offset]
+            blocks = [rotated[i: i + body] + tail for i in range(0, len(rotated) - body + 1, body)]
+            examples += [{"input_ids": b} for b in rng.sample(blocks, len(blocks))]
+        return examples[:n_examples]
+
+    def pretraining_collator(self, tokenizer, cfg: PretrainConfig) -> CompactPermutationCollator:
+        return CompactPermutationCollator(tokenizer, plm_probability=cfg.plm_probability,
+                                          max_span_length=cfg.max_span_length)
+
+    @contextlib.contextmanager
+    def export_patches(self, model: torch.nn.Module) -> Iterator[None]:
+        """Export XLNet without Einsum, EyeLike or OneHot, with the same numbers (see `_export_globals`)."""
+        with _export_globals(), _input_mask_from_attention_mask(model.base_model):
+            yield
+
+
+# --- ONNX export patches ---------------------------------------------------------------------------------
+# transformers' XLNet writes every projection and attention product as torch.einsum, the "not the target"
+# mask as torch.eye(qlen) and the segment matrix as one_hot. Exported as is they become Einsum (ORT's
+# quantizer and TensorRT's fusions skip it), EyeLike on a dynamic shape (TensorRT's parser rejects it) and
+# OneHot. During export, modeling_xlnet's `torch` and `nn` names point at proxies that send those three
+# calls to MatMul / Range+Equal forms with the same numbers; every other attribute is the real module, and
+# the model code itself is untouched.
+
+
+def _eye(n: int, m: int | None = None, *, dtype=None, device=None, **_: Any) -> torch.Tensor:
+    """torch.eye as Range + Equal + Cast, which stays valid when n is a dynamic sequence length."""
+    rows = torch.arange(n, device=device)
+    cols = rows if m is None else torch.arange(m, device=device)
+    return (rows[:, None] == cols[None, :]).to(dtype or torch.get_default_dtype())
+
+
+def _one_hot(x: torch.Tensor, num_classes: int = -1) -> torch.Tensor:
+    """F.one_hot as Equal against arange(num_classes) + Cast (XLNet calls it with num_classes=2)."""
+    if num_classes < 0:
+        raise ValueError("XLNet export patch: one_hot needs an explicit num_classes")
+    return (x[..., None] == torch.arange(num_classes, device=x.device)).long()
+
+
+def _proj_in(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """ibh,hnd->ibnd: one MatMul against a 2-D [h, n*d] weight (constant-folded), as a Linear would be."""
+    h, n, d = w.shape
+    return torch.matmul(x, w.reshape(h, n * d)).reshape(x.shape[0], x.shape[1], n, d)
+
+
+def _proj_out(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """ibnd,hnd->ibh: [i, b, n*d] @ [n*d, h]."""
+    h, n, d = w.shape
+    return torch.matmul(x.flatten(2), w.reshape(h, n * d).t())
+
+
+def _scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """ibnd,jbnd->bnij: [b, n, i, d] @ [b, n, d, j], the Q.K^T layout of BERT's attention."""
+    return torch.matmul(q.permute(1, 2, 0, 3), k.permute(1, 2, 3, 0))
+
+
+def _context(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """bnij,jbnd->ibnd: [b, n, i, j] @ [b, n, j, d], back to [i, b, n, d]."""
+    return torch.matmul(p, v.permute(1, 2, 0, 3)).permute(2, 0, 1, 3)
+
+
+def _segment_bias(q: torch.Tensor, seg_embed: torch.Tensor) -> torch.Tensor:
+    """ibnd,snd->ibns: per head, [n, i*b, d] @ [n, d, s]."""
+    i, b, n, _ = q.shape
+    out = torch.matmul(q.permute(2, 0, 1, 3).flatten(1, 2), seg_embed.permute(1, 2, 0))  # [n, i*b, s]
+    return out.reshape(n, i, b, -1).permute(1, 2, 0, 3)
+
+
+def _segment_scores(seg_mat: torch.Tensor, ef: torch.Tensor) -> torch.Tensor:
+    """ijbs,ibns->bnij: [b, i, n, s] @ [b, i, s, j] -> [b, i, n, j] -> [b, n, i, j]."""
+    return torch.matmul(ef.permute(1, 0, 2, 3), seg_mat.permute(2, 0, 3, 1)).permute(0, 2, 1, 3)
+
+
+def _gather_targets(q: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
+    """mbnd,mlb->lbnd (two-stream pretraining only): [b, l, m] @ [b, m, n*d]."""
+    out = torch.matmul(mapping.permute(2, 1, 0), q.permute(1, 0, 2, 3).flatten(2))
+    return out.reshape(out.shape[0], out.shape[1], q.shape[2], q.shape[3]).permute(1, 0, 2, 3)
+
+
+def _scatter_targets(a: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
+    """lbnd,mlb->mbnd (two-stream pretraining only): [b, m, l] @ [b, l, n*d]."""
+    out = torch.matmul(mapping.permute(2, 0, 1), a.permute(1, 0, 2, 3).flatten(2))
+    return out.reshape(out.shape[0], out.shape[1], a.shape[2], a.shape[3]).permute(1, 0, 2, 3)
+
+
+_EINSUM_AS_MATMUL: dict[str, Callable[..., torch.Tensor]] = {
+    "ibh,hnd->ibnd": _proj_in,
+    "ibnd,hnd->ibh": _proj_out,
+    "ibnd,jbnd->bnij": _scores,
+    "bnij,jbnd->ibnd": _context,
+    "ibnd,snd->ibns": _segment_bias,
+    "ijbs,ibns->bnij": _segment_scores,
+    "mbnd,mlb->lbnd": _gather_targets,
+    "lbnd,mlb->mbnd": _scatter_targets,
+    "i,d->id": lambda a, b: a[:, None] * b[None, :],  # older transformers' positional_embedding
+}
+
+
+def _einsum(equation: str, *operands: Any) -> torch.Tensor:
+    """torch.einsum for the equations modeling_xlnet uses, as MatMul / Transpose; others are an error."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    equation = equation.replace(" ", "")
+    inputs, output = equation.split("->")
+    if len(operands) == 1 and sorted(inputs) == sorted(output) and len(set(inputs)) == len(inputs):
+        return operands[0].permute([inputs.index(c) for c in output])  # e.g. ijbn->bnij: a Transpose
+    if equation not in _EINSUM_AS_MATMUL:
+        raise NotImplementedError(
+            f"XLNet export patch has no MatMul form for einsum {equation!r} (a newer transformers?); "
+            f"add one to _EINSUM_AS_MATMUL in pipeline/families/xlnet.py")
+    return _EINSUM_AS_MATMUL[equation](*operands)
+
+
+class _ModuleProxy(types.ModuleType):
+    """Stands in for a module: the given overrides first, then every attribute of the real module."""
+
+    def __init__(self, real: types.ModuleType, **overrides: Any):
+        super().__init__(real.__name__)
+        self.__dict__.update(overrides)
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:  # called only for names not overridden
+        return getattr(self._real, name)
+
+
+@contextlib.contextmanager
+def _export_globals() -> Iterator[None]:
+    """Point modeling_xlnet's `torch` and `nn` at the proxies; restore them on exit."""
+    from transformers.models.xlnet import modeling_xlnet
+
+    functional = _ModuleProxy(torch.nn.functional, one_hot=_one_hot)
+    patched = {"torch": _ModuleProxy(torch, eye=_eye, einsum=_einsum),
+               "nn": _ModuleProxy(torch.nn, functional=functional)}
+    saved = {name: modeling_xlnet.__dict__[name] for name in patched}
+    modeling_xlnet.__dict__.update(patched)
+    try:
+        yield
+    finally:
+        modeling_xlnet.__dict__.update(saved)
+
+
+@contextlib.contextmanager
+def _input_mask_from_attention_mask(transformer: torch.nn.Module) -> Iterator[None]:
+    """Hand XLNetModel `input_mask` (1.0 on padding) instead of the int64 `attention_mask`.
+
+    XLNetModel computes `1.0 - attention_mask`; the dynamo exporter cannot decompose that int64 rsub.
+    For a 0/1 mask, `attention_mask == 0` as float is the same tensor, so the numbers do not change.
+    """
+    had_own = "forward" in transformer.__dict__
+    original = transformer.forward
+
+    def forward(*args: Any, attention_mask=None, input_mask=None, **kwargs: Any):
+        if attention_mask is not None and input_mask is None:
+            input_mask = (attention_mask == 0).to(transformer.dtype)
+        return original(*args, input_mask=input_mask, **kwargs)
+
+    transformer.forward = forward
+    try:
+        yield
+    finally:
+        if had_own:
+            transformer.forward = original
+        else:
+            del transformer.forward

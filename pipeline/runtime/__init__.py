@@ -1,0 +1,14 @@
+"""Inference behind one interface, `Predictor`. The ONNX Runtime path imports neither torch nor transformers.
+
+Backends: `OrtPredictor` (onnxruntime + tokenizers). Later: PyTorch and TensorRT predictors, imported
+lazily by whoever needs them, so this package stays importable without torch.
+"""
+from pipeline.runtime.base import Predictor, TruncationWarning, softmax
+from pipeline.runtime.inputs import (InputItem, classify_items, items_from_jsonl, items_from_lines,
+                                     items_from_texts)
+from pipeline.runtime.ort import PROVIDERS, OrtPredictor, resolve_providers
+from pipeline.runtime.text import PredictorError, TextEncoder
+
+__all__ = ["Predictor", "OrtPredictor", "PredictorError", "TextEncoder", "TruncationWarning", "InputItem",
+           "PROVIDERS", "classify_items", "items_from_jsonl", "items_from_lines", "items_from_texts",
+           "resolve_providers", "softmax"]

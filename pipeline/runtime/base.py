@@ -1,0 +1,78 @@
+"""The Predictor interface every inference backend implements (ONNX Runtime now; PyTorch, TensorRT later).
+
+A backend only turns a padded batch into logits (`predict_logits`). Tokenizing, batching by length,
+truncation warnings, per-item errors and softmax live here, so every backend classifies the same way.
+"""
+from __future__ import annotations
+
+import abc
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from pipeline.runtime.text import Encoded, PredictorError, TextEncoder, read_json_file
+
+
+class TruncationWarning(UserWarning):
+    """Some texts were longer than the model's maximum length and were cut."""
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class Predictor(abc.ABC):
+    """Classifies texts with a model folder: config.json (id2label) + tokenizer files + the backend's model."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise PredictorError(f"model folder {self.folder} does not exist; export one with "
+                                 f"`bilm export onnx MODEL_DIR {self.folder}`")
+        config = read_json_file(self.folder / "config.json", "model config with id2label")
+        if not config.get("id2label"):
+            raise PredictorError(f"{self.folder}/config.json has no id2label; re-export from a fine-tuned "
+                                 f"classifier folder")
+        self.id2label = {int(k): v for k, v in config["id2label"].items()}
+        self.encoder = TextEncoder(self.folder)
+
+    @abc.abstractmethod
+    def predict_logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """[batch, seq] int64 input_ids / attention_mask / token_type_ids -> [batch, num_labels] logits."""
+
+    def classify(self, texts: Sequence[Any], batch_size: int = 32) -> list[dict[str, Any]]:
+        """One result per text, in order: {label, score, probabilities, truncated} or {error}."""
+        results: list[dict[str, Any]] = [{} for _ in texts]
+        valid = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                results[i] = {"error": f"expected a string, got {type(text).__name__}"}
+            elif not text.strip():
+                results[i] = {"error": "empty text: nothing to classify"}
+            else:
+                valid.append(i)
+        encoded = dict(zip(valid, self.encoder.encode([texts[i] for i in valid])))
+        self._warn_truncated([i for i, e in encoded.items() if e.truncated])
+        # sort by length so each batch pads only to its own longest text
+        order = sorted(valid, key=lambda i: len(encoded[i].ids))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start: start + batch_size]
+            probs = softmax(self.predict_logits(self.encoder.pad([encoded[i] for i in chunk])))
+            for i, p in zip(chunk, probs):
+                results[i] = self._result(p, encoded[i])
+        return results
+
+    def _result(self, probs: np.ndarray, encoded: Encoded) -> dict[str, Any]:
+        best = int(probs.argmax())
+        return {"label": self.id2label[best], "score": float(probs[best]),
+                "probabilities": {self.id2label[k]: float(p) for k, p in enumerate(probs)},
+                "truncated": encoded.truncated}
+
+    def _warn_truncated(self, indices: list[int]) -> None:
+        if indices:
+            shown = ", ".join(map(str, indices[:10])) + (", ..." if len(indices) > 10 else "")
+            warnings.warn(f"{len(indices)} text(s) longer than {self.encoder.max_length} tokens were truncated "
+                          f"(items {shown})", TruncationWarning, stacklevel=3)

@@ -1,0 +1,64 @@
+"""ONNX Runtime predictor: model.onnx + tokenizers, no torch, no transformers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from pipeline.runtime.base import Predictor
+from pipeline.runtime.text import PredictorError
+
+# --provider name -> ONNX Runtime providers in priority order (CPU last, for ops a GPU provider lacks)
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+_NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def resolve_providers(provider: str) -> list[str]:
+    if provider not in PROVIDERS:
+        raise PredictorError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
+    wanted, available = PROVIDERS[provider][0], ort.get_available_providers()
+    if wanted not in available:
+        raise PredictorError(f"provider {provider!r} needs {wanted}, which this onnxruntime build lacks "
+                             f"(it has {', '.join(available)}); install onnxruntime-gpu on a CUDA machine "
+                             f"(pip install 'bilm-pipeline[gpu]') or use --provider cpu")
+    return [p for p in PROVIDERS[provider] if p in available]
+
+
+class OrtPredictor(Predictor):
+    def __init__(self, folder: str | Path, provider: str = "cpu", threads: int | None = None):
+        super().__init__(folder)
+        providers = resolve_providers(provider)  # before the session: a bad provider fails fast
+        path = self.folder / "model.onnx"
+        if not path.is_file():
+            raise PredictorError(f"{self.folder} has no model.onnx; export it with "
+                                 f"`bilm export onnx MODEL_DIR {self.folder}`")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # InvalidProtobuf, InvalidGraph, Fail...: all mean the file is unusable
+            raise PredictorError(f"{path} is corrupt or truncated and ONNX Runtime cannot load it "
+                                 f"({str(exc).strip().splitlines()[0][:300]}); re-run `bilm export onnx`") from None
+        if providers[0] not in self.session.get_providers():
+            raise PredictorError(f"{providers[0]} is installed but failed to start (CUDA, cuDNN or TensorRT "
+                                 f"libraries missing?); ONNX Runtime fell back to {self.session.get_providers()}")
+        self.provider = provider
+        self.inputs = {i.name: _NUMPY_TYPES.get(i.type, np.int64) for i in self.session.get_inputs()}
+        self._check_inputs()
+
+    def _check_inputs(self) -> None:
+        known = {"input_ids", "attention_mask", "token_type_ids"}
+        unknown = sorted(set(self.inputs) - known)
+        if unknown:
+            raise PredictorError(f"{self.folder}/model.onnx wants inputs {unknown}, which a text classifier "
+                                 f"runtime cannot provide (it feeds {sorted(known)})")
+
+    def predict_logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {name: batch[name].astype(dtype, copy=False) for name, dtype in self.inputs.items()}
+        return self.session.run(None, feed)[0]

