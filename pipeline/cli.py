@@ -89,6 +89,18 @@ def finetune(family: str, init: str | None, ablation: bool, params_file: str, ov
 
 
 @main.command()
+@click.argument("family")
+@params_option
+@set_option
+def seeds(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
+    """Repeat FAMILY's fine-tuning over `finetune.seeds`; report mean ± sd of test accuracy and macro-F1."""
+    from pipeline.finetune import finetune_seeds
+
+    summary = run_with_params(lambda p: finetune_seeds(family, p), params_file, overrides)
+    click.echo({k: summary[k] for k in ("n", "accuracy", "f1_macro")})
+
+
+@main.command()
 @params_option
 @set_option
 def baseline(params_file: str, overrides: tuple[str, ...]) -> None:
@@ -100,12 +112,20 @@ def baseline(params_file: str, overrides: tuple[str, ...]) -> None:
 
 
 def _register_optional() -> None:
+    from pipeline.eval_commands import evaluate, report  # light: the library loads inside the commands
+
+    main.add_command(evaluate)
+    main.add_command(report)
     try:
         from pipeline.export.commands import export, predict
     except ImportError:  # the export package is optional in a stripped install
         return
     main.add_command(export)
     main.add_command(predict)
+    from pipeline.export.optimize_commands import bench, optimize, quantize  # click only; library inside
+
+    for command in (optimize, quantize, bench):
+        main.add_command(command)
 
 
 _register_optional()

@@ -95,6 +95,7 @@ class FinetuneConfig(TrainConfig):
     num_train_epochs: float = 4.0
     max_length: int = 256
     class_weighted_loss: bool = True  # inverse-frequency class weights: helps macro-F1 on skewed labels
+    seeds: list[int] = field(default_factory=list)  # extra fine-tuning seeds for mean ± sd (seeds stage)
 
 
 @dataclass
@@ -105,8 +106,85 @@ class ExportConfig:
 
 
 @dataclass
+class OptimizeConfig:
+    """ONNX Runtime variants of the fp32 ONNX folder (fused, int8, fp16), each behind an accuracy gate."""
+
+    variants: list[str] = field(default_factory=lambda: ["fused", "int8", "fp16"])
+    max_f1_drop: float = 1.0  # points of validation macro-F1 a variant may lose against fp32 ONNX
+    int8_method: str | None = None  # None: the family's OnnxSpec.int8_method; else "dynamic" or "static"
+    per_channel: bool = True  # per-output-channel weight scales (INT8)
+    calibration_size: int = 256  # train texts for static INT8 calibration
+    calibration_batch_size: int = 8
+    gate_batch_size: int = 32
+    max_gate_samples: int | None = None  # None: the whole validation split
+
+
+@dataclass
 class EvaluateConfig:
-    batch_size: int = 64
+    batch_size: int = 64  # quality pass and throughput; must fit every TensorRT engine's profile
+    # latency: model time only (tokenizing excluded), after `latency_warmup` untimed calls per series
+    latency_warmup: int = 5
+    latency_texts: int = 200  # real test texts timed one by one at batch 1 (p50/p90/p99)
+    latency_budget_s: float = 8.0  # ...but stop after this many seconds of model time (at least 3 calls)
+    throughput_texts: int = 512  # real test texts timed in length-sorted batches of batch_size
+    fixed_lengths: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])  # tokens
+    fixed_iterations: int = 20  # batch-1 calls per fixed length, at most
+    fixed_budget_s: float = 2.0  # seconds of model time per fixed length and series, at most (3 calls at least)
+    fixed_throughput_batches: int = 2  # timed batches per fixed length, at most
+    fixed_max_tokens: int = 4096  # fixed-length throughput batch: min(batch_size, this / length)
+    threads: int | None = None  # intra-op threads for ORT and PyTorch; None: the library's default
+    torch_device: str = "cpu"  # cpu | cuda | auto (cuda when available)
+    # statistics: paired bootstrap and McNemar (pipeline/stats.py)
+    bootstrap_samples: int = 2000
+    confidence: float = 0.95
+    mcnemar_exact_below: int = 25  # b + c below this: exact binomial test, else chi-square with correction
+    seed: int = 42
+
+
+@dataclass
+class EngineProfile:
+    """One TensorRT optimization profile: the min <= opt <= max batch and sequence an engine accepts.
+
+    TensorRT tunes kernels for `opt`; any shape inside [min, max] runs, anything outside is refused.
+    """
+
+    min_batch: int = 1
+    opt_batch: int = 1
+    max_batch: int = 32
+    min_sequence: int = 8  # shorter batches are padded up to it at run time (masked, same logits)
+    opt_sequence: int = 128
+    max_sequence: int = 512
+
+
+@dataclass
+class EngineTolerance:
+    """Engine vs fp32 ONNX (ORT CPU) on real test texts: the largest abs logit difference and the lowest label
+    agreement accepted at any of the profile's min/opt/max shapes."""
+
+    atol: float = 0.05
+    min_label_agreement: float = 0.98
+
+
+@dataclass
+class EngineTolerances:
+    fp16: EngineTolerance = field(default_factory=EngineTolerance)
+    int8: EngineTolerance = field(default_factory=lambda: EngineTolerance(atol=0.5, min_label_agreement=0.9))
+
+
+@dataclass
+class EngineConfig:
+    precisions: list[str] = field(default_factory=lambda: ["fp16", "int8"])
+    profiles: list[EngineProfile] = field(default_factory=lambda: [EngineProfile()])
+    workspace_mib: int = 4096  # TensorRT builder workspace pool; must fit in free GPU memory
+    # auto: TensorRT 10 -> builder precision flags ("weak"), TensorRT 11+ -> strongly typed ("strong", precision
+    # from the ONNX types: fp16 graph, Q/DQ int8 graph). "strong" also works on TensorRT 10; "weak" needs 10.
+    typing: str = "auto"
+    quantizer: str = "auto"  # INT8 Q/DQ graph: auto or ort (onnxruntime quantize_static), modelopt (nvidia-modelopt)
+    calibration_samples: int = 256  # train-split texts used to calibrate INT8 activation ranges
+    calibration_batch_size: int = 16
+    optimization_level: int = 3  # TensorRT builder_optimization_level, 0..5
+    device: int = 0  # CUDA device index
+    tolerances: EngineTolerances = field(default_factory=EngineTolerances)
 
 
 @dataclass
@@ -119,7 +197,9 @@ class Params:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -55,11 +55,23 @@ def build_classifier(family: Family, source: str | None, params: Params, paths: 
         tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer(family.name))
         config = family.build_config(params.model, tokenizer, id2label=id2label, label2id=label2id)
         torch.manual_seed(params.finetune.seed)
-        return family.classifier_class(config), tokenizer
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = family.classifier_class.from_pretrained(source, num_labels=len(label2id), id2label=id2label,
-                                                    label2id=label2id, ignore_mismatched_sizes=True)
+        model = family.classifier_class(config)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = family.classifier_class.from_pretrained(source, num_labels=len(label2id), id2label=id2label,
+                                                        label2id=label2id, ignore_mismatched_sizes=True)
+    _check_max_length(model.config, tokenizer, params.finetune.max_length)
     return model, tokenizer
+
+
+def _check_max_length(config, tokenizer, max_length: int) -> None:
+    """finetune.max_length must fit the model's positions; the saved tokenizer gets the model's limit."""
+    positions = getattr(config, "max_position_embeddings", -1)  # XLNet: -1, relative positions
+    if positions > 0 and max_length > positions:
+        raise ConfigError(f"finetune.max_length={max_length} exceeds the model's {positions} position "
+                          f"embeddings; set finetune.max_length <= {positions}")
+    if positions > 0:  # so that a later user of this folder cannot feed more tokens than the model has
+        tokenizer.model_max_length = min(tokenizer.model_max_length, positions)
 
 
 class WeightedTrainer(Trainer):
@@ -94,7 +106,10 @@ def _class_weights(labels: list[int], n: int) -> torch.Tensor:
     return torch.tensor(len(labels) / (n * np.maximum(counts, 1)), dtype=torch.float32)
 
 
-def finetune(family_name: str, params: Params, paths: Paths = Paths(), ablation: bool = False) -> dict:
+def finetune(family_name: str, params: Params, paths: Paths = Paths(), ablation: bool = False,
+             seed_run: bool = False) -> dict:
+    """Fine-tune and test one classifier. `ablation`: random init; `seed_run`: a repeat with
+    `finetune.seed`, written under artifacts/seeds/ so the main model stays as it is."""
     family, cfg = get_family(family_name), params.finetune
     init = "random" if ablation else cfg.init
     source = resolve_init(init, family, paths)
@@ -104,6 +119,9 @@ def finetune(family_name: str, params: Params, paths: Paths = Paths(), ablation:
     splits = {name: read_split(name, paths) for name in ("train", "validation", "test")}
     data = {name: _encode(tokenizer, *splits[name], cfg.max_length) for name in splits}
     stage = "finetune_random_init" if ablation else "finetune"
+    out_dir = paths.model(family_name, ablation)
+    if seed_run:
+        stage, out_dir = f"finetune_seed{cfg.seed}", paths.seed_run(family_name, cfg.seed)
     fingerprint = {"family": family_name, "init": init, "finetune": dataclasses.asdict(cfg),
                    "model": params.model.__dict__, "data": params.data.__dict__}
     ckpt_dir = paths.checkpoints(stage, family_name)
@@ -127,10 +145,31 @@ def finetune(family_name: str, params: Params, paths: Paths = Paths(), ablation:
                "best_validation_f1_macro": trainer.state.best_metric or float("nan")}
     if trainer.is_world_process_zero():
         callback.log_final(summary)
-        save_model_folder(trainer, tokenizer, paths.model(family_name, ablation),
+        save_model_folder(trainer, tokenizer, out_dir,
                           {"params": params.to_dict(), "init": init, "source": source, "metrics": summary})
         write_json(paths.metrics(stage, family_name) / "test.json", test)
         write_json(paths.metrics(stage, family_name) / "predictions.json",
                    prediction_rows(actual, predicted, id2label))
         drop_checkpoints(trainer, ckpt_dir)
     return {"summary": summary, "test": test}
+
+
+def finetune_seeds(family_name: str, params: Params, paths: Paths = Paths()) -> dict:
+    """Repeat fine-tuning for each seed in `finetune.seeds`; report test accuracy and macro-F1 mean ± sd.
+
+    The main run (finetune.seed) is read from its metrics, not trained again. An empty list reports the
+    main run alone (n = 1), so the default pipeline pays nothing for this stage.
+    """
+    main_seed = params.finetune.seed
+    runs = {main_seed: read_json(paths.metrics("finetune", family_name) / "test.json")}
+    for seed in dict.fromkeys(params.finetune.seeds):
+        if seed not in runs:
+            run_params = dataclasses.replace(params, finetune=dataclasses.replace(params.finetune, seed=seed))
+            runs[seed] = finetune(family_name, run_params, paths, seed_run=True)["test"]
+    summary: dict = {"n": len(runs), "seeds": {str(s): {k: m[k] for k in ("accuracy", "f1_macro")}
+                                               for s, m in runs.items()}}
+    for key in ("accuracy", "f1_macro"):
+        values = np.array([m[key] for m in runs.values()])
+        summary[key] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    write_json(paths.metrics("seeds") / f"{family_name}.json", summary)
+    return summary

@@ -4,16 +4,30 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 
-def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], id2label: dict[int, str]) -> dict:
-    """accuracy; precision, recall, F1 per class and macro; the confusion matrix."""
+def roc_auc(y_true: Sequence[int], probabilities: np.ndarray, id2label: dict[int, str]) -> float:
+    """ROC-AUC from [n, num_labels] class probabilities: binary uses the second class's score, more classes
+    the macro one-vs-rest mean. NaN when the test set holds a single class (AUC is undefined then)."""
+    ids = sorted(id2label)
+    y_true, probabilities = np.asarray(y_true), np.asarray(probabilities, dtype=np.float64)
+    if len(np.unique(y_true)) < 2:
+        return float("nan")
+    if len(ids) == 2:
+        return float(roc_auc_score(y_true == ids[1], probabilities[:, 1]))
+    return float(roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro", labels=ids))
+
+
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], id2label: dict[int, str],
+                           probabilities: np.ndarray | None = None) -> dict:
+    """accuracy; precision, recall, F1 per class and macro; the confusion matrix; ROC-AUC when the
+    [n, num_labels] class `probabilities` are given."""
     ids = sorted(id2label)
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
     pm, rm, fm, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average="macro", zero_division=0)
-    return {
+    out = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "precision_macro": float(pm),
         "recall_macro": float(rm),
@@ -25,6 +39,9 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], id2labe
                              for i, row in zip(ids, confusion_matrix(y_true, y_pred, labels=ids))},
         "n": int(len(y_true)),
     }
+    if probabilities is not None:
+        out["roc_auc"] = roc_auc(y_true, probabilities, id2label)
+    return out
 
 
 def prediction_rows(y_true: Sequence[int], y_pred: Sequence[int], id2label: dict[int, str]) -> list[dict]:

@@ -35,7 +35,31 @@ class Paths:
         return self.root / ("models_random_init" if ablation else "models") / family
 
     def onnx(self, family: str, variant: str = "fp32") -> Path:
+        """fp32: the exported folder; other variants (fused, int8, fp16, ...) sit beside it."""
         return self.root / "onnx" / family if variant == "fp32" else self.root / "onnx" / f"{family}-{variant}"
+
+    def engines(self, family: str) -> Path:
+        """TensorRT engines of one family, with an engine.json per precision."""
+        return self.root / "engines" / family
+
+    @property
+    def timing_cache(self) -> Path:
+        return self.root / "engines" / "timing.cache"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "evaluation"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def bench(self) -> Path:
+        return self.root / "bench"
+
+    def seed_run(self, family: str, seed: int) -> Path:
+        return self.root / "seeds" / family / f"seed{seed}"
 
     def checkpoints(self, stage: str, family: str) -> Path:
         return self.root / "checkpoints" / stage / family

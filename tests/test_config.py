@@ -55,3 +55,14 @@ def test_unknown_preset_and_bad_override():
 def test_missing_params_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_cli_reports_a_bad_param_in_one_line_before_any_work(tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli("prepare", "--set", "data.bogus=1", env={"BILM_ARTIFACTS": str(tmp_path / "a")})
+    assert proc.returncode == 2
+    assert "error: unknown params key data.bogus" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("pretrain", "bert", "--set", "pretrain.max_steps=many", env={"BILM_ARTIFACTS": str(tmp_path / "a")})
+    assert proc.returncode == 2 and "pretrain.max_steps: expected int" in proc.stderr
+    assert not (tmp_path / "a").exists()

@@ -72,3 +72,17 @@ def test_bad_init_sources_fail_before_training(workdir, tiny_params, tmp_path):
     with pytest.raises(ConfigError, match="is a 'bert' checkpoint but family 'xlnet'"):
         finetune("xlnet", _with(tiny_params, init=str(gt.get_model_path())), workdir)
     assert not workdir.model("bert").exists() and not workdir.model("xlnet").exists()
+
+
+def test_seeds_repeat_fine_tuning_and_report_mean_and_sd(workdir, tiny_params):
+    from pipeline.finetune import finetune_seeds
+
+    params = _with(tiny_params, init="random", seeds=[tiny_params.finetune.seed, 7])
+    main = finetune("bert", params, workdir)["test"]
+    summary = finetune_seeds("bert", params, workdir)
+    assert summary["n"] == 2 and set(summary["seeds"]) == {str(tiny_params.finetune.seed), "7"}
+    other = json.loads((workdir.metrics("finetune_seed7", "bert") / "test.json").read_text())
+    values = [main["accuracy"], other["accuracy"]]
+    assert summary["accuracy"]["mean"] == pytest.approx(sum(values) / 2)
+    assert summary["accuracy"]["sd"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    assert (workdir.seed_run("bert", 7) / "config.json").exists()

@@ -110,3 +110,13 @@ def predict(model_dir: Path, texts: tuple[str, ...], file: Path | None, text_fie
     if failed:
         click.echo(f"{len(failed)} of {len(results)} inputs failed", err=True)
         sys.exit(1)
+
+
+def _attach_trt() -> None:
+    """`bilm export trt`: its module imports only click at load time (tensorrt, torch inside the command)."""
+    from pipeline.export.trt_commands import trt
+
+    export.add_command(trt)
+
+
+_attach_trt()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import onnx
+import onnx.numpy_helper
 
 REFERENCE = "onnx-tensorrt docs/operators.md (TensorRT 10.0 operator support matrix)"
 TRT_OPSET_RANGE = (9, 20)  # what TensorRT 10.0 documents; newer TensorRT releases extend it
@@ -68,7 +69,8 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, bool]:
             and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim) for v in values}
 
 
-def _check_node(node: onnx.NodeProto, constants: set[str], static: dict[str, bool]) -> Iterator[Finding]:
+def _check_node(node: onnx.NodeProto, constants: set[str], static: dict[str, bool],
+                initializers: dict[str, onnx.TensorProto] | None = None) -> Iterator[Finding]:
     op, name = node.op_type, node.name or f"<unnamed {node.op_type}>"
     if node.domain not in ("", "ai.onnx"):
         yield Finding("error", op, name, f"custom-domain operator {node.domain}::{op}",
@@ -87,10 +89,28 @@ def _check_node(node: onnx.NodeProto, constants: set[str], static: dict[str, boo
                           "it as an initializer", f"make `{what}` a constant in the model code (a Python int)")
     if op == "TopK" and any(a.name == "sorted" and a.i == 0 for a in node.attribute):
         yield Finding("error", op, name, "TopK with sorted=0", "use sorted=1 (torch.topk(sorted=True))")
+    if op in ("QuantizeLinear", "DequantizeLinear"):
+        yield from _check_qdq(node, name, initializers or {})
     if op == "Einsum":
         yield Finding("warning", op, name, "Einsum: ORT's quantizer and TensorRT's fusions skip it; "
                       "ellipsis, diagonal and broadcasting forms fail in older TensorRT",
                       "write it as MatMul with a 2-D weight (see the XLNet export patches)")
+
+
+def _check_qdq(node: onnx.NodeProto, name: str, initializers: dict[str, onnx.TensorProto]) -> Iterator[Finding]:
+    """TensorRT's explicit quantization takes signed, symmetric Q/DQ: an int8 zero point that is all zeros
+    (fp8/int4 too, which this pipeline does not write). ORT's default QDQ (uint8, asymmetric) is rejected."""
+    zero_point = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if zero_point is None:
+        return  # no zero point: int8 with zero 0 by the ONNX default
+    fix = ("quantize with activation_type=QInt8, weight_type=QInt8 and extra_options ActivationSymmetric=True, "
+           "WeightSymmetric=True (pipeline.export.tensorrt.quantize_qdq does)")
+    if zero_point.data_type == onnx.TensorProto.UINT8:
+        yield Finding("error", node.op_type, name, "uint8 Q/DQ: TensorRT supports only signed int8 quantization",
+                      fix)
+    elif zero_point.data_type == onnx.TensorProto.INT8 and onnx.numpy_helper.to_array(zero_point).any():
+        yield Finding("error", node.op_type, name, "asymmetric Q/DQ (non-zero zero point): TensorRT needs "
+                      "zero point 0", fix)
 
 
 def lint_tensorrt(model: onnx.ModelProto | str | Path) -> dict[str, Any]:
@@ -98,7 +118,8 @@ def lint_tensorrt(model: onnx.ModelProto | str | Path) -> dict[str, Any]:
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
     constants, static = _constants(model.graph), _static_shapes(model)
-    findings = [f for node in _nodes(model.graph) for f in _check_node(node, constants, static)]
+    initializers = {i.name: i for i in model.graph.initializer}
+    findings = [f for node in _nodes(model.graph) for f in _check_node(node, constants, static, initializers)]
     opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
     if opset is not None and not TRT_OPSET_RANGE[0] <= opset <= TRT_OPSET_RANGE[1]:
         findings.append(Finding("warning", "opset", "model", f"opset {opset} is outside TensorRT 10.0's "

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import platform
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,6 +306,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int | None
         tokenizer.backend_tokenizer.no_padding()  # else tokenizer.json keeps the last parity call's padding
         tokenizer.backend_tokenizer.no_truncation()
         tokenizer.save_pretrained(tmp)  # tokenizer.json + tokenizer_config.json, all the runtime reads
+        if (Path(model_dir) / "bilm.json").is_file():  # the params that made the model travel with it
+            shutil.copy2(Path(model_dir) / "bilm.json", tmp / "bilm.json")
         write_json(tmp / "export.json", info)
     return info
 

@@ -27,6 +27,17 @@ class OnnxSpec:
     opset: int = 17
     atol: float = 1e-4  # max abs logit difference tolerated between PyTorch and ONNX Runtime (fp32)
     exporter: str = "torchscript"  # "torchscript" (torch.onnx.export(dynamo=False)) or "dynamo"
+    # --- optimization (pipeline/export/optimize.py reads these; it has no family branches) ---
+    # onnxruntime.transformers.optimizer model type whose fusion passes run on the graph
+    ort_model_type: str = "bert"
+    # FusionOptions switches turned off for this family (e.g. "attention": a graph that is not ORT's Attention)
+    fusions_off: tuple[str, ...] = ()
+    # config.json keys of (number of heads, hidden size), for the Attention fusion
+    attention_config_keys: tuple[str, str] = ("num_attention_heads", "hidden_size")
+    int8_method: str = "dynamic"  # "dynamic" or "static" (QDQ, calibrated on train texts)
+    int8_reason: str = ""  # why this family uses int8_method; recorded in the variant's export.json
+    # variant -> why this family cannot produce it; optimize refuses these before any work
+    unsupported_variants: dict[str, str] = field(default_factory=dict)
 
 
 class Family:

@@ -29,10 +29,31 @@ def resolve_providers(provider: str) -> list[str]:
     return [p for p in PROVIDERS[provider] if p in available]
 
 
+# --- TensorRT execution provider options (issue 4) ------------------------------------------------------
+def tensorrt_ep_options(folder: str | Path, fp16: bool = True, cache_dir: str | Path | None = None) -> dict:
+    """ONNX Runtime's TensorRT EP: fp16 kernels, and its engine and timing caches kept under artifacts/
+    (engines/ort-tensorrt/<folder name>), so that a new session does not rebuild the engine."""
+    from pipeline.paths import Paths
+
+    cache = Path(cache_dir) if cache_dir else Paths().root / "engines" / "ort-tensorrt" / Path(folder).name
+    cache.mkdir(parents=True, exist_ok=True)
+    return {"trt_fp16_enable": fp16, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
+
+
+def _with_options(providers: list[str], options: dict[str, dict]) -> list:
+    """["TensorrtExecutionProvider", ...] -> [("TensorrtExecutionProvider", {...}), ...] where options exist."""
+    return [(p, options[p]) if p in options else p for p in providers]
+# --- end of TensorRT execution provider options ---------------------------------------------------------
+
+
 class OrtPredictor(Predictor):
-    def __init__(self, folder: str | Path, provider: str = "cpu", threads: int | None = None):
+    def __init__(self, folder: str | Path, provider: str = "cpu", threads: int | None = None,
+                 provider_options: dict[str, dict] | None = None):
         super().__init__(folder)
         providers = resolve_providers(provider)  # before the session: a bad provider fails fast
+        if provider_options is None and "TensorrtExecutionProvider" in providers:
+            provider_options = {"TensorrtExecutionProvider": tensorrt_ep_options(self.folder)}
         path = self.folder / "model.onnx"
         if not path.is_file():
             raise PredictorError(f"{self.folder} has no model.onnx; export it with "
@@ -41,7 +62,8 @@ class OrtPredictor(Predictor):
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            self.session = ort.InferenceSession(str(path), options,
+                                                providers=_with_options(providers, provider_options or {}))
         except Exception as exc:  # InvalidProtobuf, InvalidGraph, Fail...: all mean the file is unusable
             raise PredictorError(f"{path} is corrupt or truncated and ONNX Runtime cannot load it "
                                  f"({str(exc).strip().splitlines()[0][:300]}); re-run `bilm export onnx`") from None

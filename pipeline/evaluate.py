@@ -1,0 +1,462 @@
+"""evaluate: every family x backend present on this machine, through the one Predictor interface.
+
+For each row: accuracy, precision/recall/F1 (per class and macro), confusion matrix, ROC-AUC, agreement with
+the family's PyTorch predictions, size on disk, and latency (model time only, tokenizing excluded): p50/p90/p99
+at batch 1 and throughput at `evaluate.batch_size`, on real test texts and at fixed lengths. Then the paired
+statistics (pipeline/stats.py): BERT vs XLNet, and every backend vs its fp32 ONNX source.
+
+Backends are discovered from the artifacts: a folder or engine that is missing, or was skipped by its own
+stage, or needs a runtime this machine lacks, becomes a row "skipped: <reason>", never a crash.
+Outputs (artifacts/evaluation): quality.json, latency.json, stats.json (DVC metrics), environment.json, and
+plot data under plots/ (DVC plots; the report draws the same data as PNGs).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.config import EvaluateConfig, Params
+from pipeline.data import read_split
+from pipeline.io import read_json, write_json
+from pipeline.metrics import classification_metrics, prediction_rows
+from pipeline.paths import Paths
+from pipeline.runtime.base import Predictor, TruncationWarning
+from pipeline.runtime.text import Encoded
+
+log = logging.getLogger(__name__)
+
+# backend name -> (ONNX variant folder, ORT provider); the fp16 graph is for GPU providers only
+ORT_BACKENDS = {"ort-fp32": ("fp32", "cpu"), "ort-fused": ("fused", "cpu"), "ort-int8": ("int8", "cpu"),
+                "ort-fp16": ("fp16", "cuda")}
+TRT_PRECISIONS = ("fp16", "int8")
+REFERENCE = "pytorch"  # agreement is measured against the family's PyTorch predictions
+SOURCE = "ort-fp32"  # every other backend is tested against its fp32 ONNX source
+BASELINE = "tfidf-baseline"
+
+
+class EvaluationError(ValueError):
+    """Inputs that cannot be evaluated together; the message names the problem and the fix."""
+
+
+@dataclass
+class Backend:
+    model: str  # row name: "bert", or "bert-random-init" for the no-pretraining ablation
+    family: str
+    name: str  # "pytorch", "ort-int8", "trt-fp16", ...
+    folder: Path  # what is loaded; its size on disk is reported
+    load: Callable[[], Predictor] | None = None
+    skip: str | None = None  # why this row cannot run here
+    max_batch: int | None = None  # TensorRT profile limits, from engine.json
+    max_seq: int | None = None
+    timed: bool = True  # False: quality only (the ablation runs exactly as fast as its family's PyTorch row)
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.name}"
+
+
+@dataclass
+class Row:
+    backend: Backend
+    status: str = "ok"
+    quality: dict = field(default_factory=dict)
+    latency: dict | None = None
+    predicted: np.ndarray | None = None  # [n] predicted label names, in test-split order
+    probabilities: np.ndarray | None = None  # [n, num_labels]
+
+
+@dataclass
+class TestSplit:
+    __test__ = False  # not a pytest test class, despite the name
+    texts: list[str]
+    labels: list[str]  # label names, so that models are compared by name, not by their id order
+
+    def ids_for(self, id2label: dict[int, str], where: str) -> np.ndarray:
+        """[n] gold ids in the model's own id space; an error naming both label sets if they differ."""
+        model_labels, test_labels = set(map(str, id2label.values())), set(self.labels)
+        if model_labels != test_labels:
+            raise EvaluationError(
+                f"the test split's labels {sorted(test_labels)} differ from {where}'s id2label "
+                f"{sorted(model_labels)}; evaluate a model fine-tuned on this data (re-run prepare and finetune "
+                f"with the same data params) or point data.source at the data the model was trained on")
+        label2id = {str(label): i for i, label in id2label.items()}
+        return np.array([label2id[label] for label in self.labels])
+
+
+def read_test(paths: Paths) -> TestSplit:
+    texts, ids = read_split("test", paths)
+    id2label = {i: str(label) for label, i in read_json(paths.label_map).items()}
+    return TestSplit(texts, [id2label[i] for i in ids])
+
+
+# --- discovery -----------------------------------------------------------------------------------------
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]
+
+
+def torch_backend(model: str, family: str, folder: Path, cfg: EvaluateConfig, stage: str,
+                  timed: bool = True) -> Backend:
+    backend = Backend(model, family, "pytorch", folder, timed=timed)
+    if not (folder / "config.json").is_file():
+        backend.skip = f"folder missing: {folder} (run `dvc repro {stage}`)"
+        return backend
+
+    def load() -> Predictor:
+        from pipeline.runtime.torch_backend import TorchPredictor  # torch only where PyTorch rows run
+
+        return TorchPredictor(folder, device=cfg.torch_device, threads=cfg.threads)
+
+    backend.load = load
+    return backend
+
+
+def ort_backend(family: str, name: str, folder: Path, provider: str, cfg: EvaluateConfig) -> Backend:
+    import onnxruntime as ort
+
+    from pipeline.runtime.ort import PROVIDERS, OrtPredictor
+
+    backend = Backend(family, family, name, folder)
+    wanted, available = PROVIDERS[provider][0], ort.get_available_providers()
+    stage = f"export@{family}" if folder.name == family else f"optimize@{family}"
+    if wanted not in available:  # first: on a CPU machine the GPU rows' real reason is the runtime
+        backend.skip = (f"needs {wanted}, which this onnxruntime lacks (it has {', '.join(available)}); "
+                        f"install onnxruntime-gpu on a CUDA machine")
+    elif not (folder / "model.onnx").is_file():
+        backend.skip = f"folder missing: {folder} (run `dvc repro {stage}`)"
+    else:
+        backend.load = lambda: OrtPredictor(folder, provider=provider, threads=cfg.threads)
+    return backend
+
+
+def discover(family: str, paths: Paths, cfg: EvaluateConfig) -> list[Backend]:
+    """Every backend row of one family, runnable or with the reason it is skipped (checked before any run)."""
+    rows = [torch_backend(family, family, paths.model(family), cfg, f"finetune@{family}")]
+    rows += [ort_backend(family, name, paths.onnx(family, variant), provider, cfg)
+             for name, (variant, provider) in ORT_BACKENDS.items()]
+    known = {paths.onnx(family, variant) for variant, _ in ORT_BACKENDS.values()}
+    extra = sorted(p.parent for p in paths.onnx(family).parent.glob(f"{family}-*/model.onnx") if p.parent not in known)
+    rows += [ort_backend(family, f"ort-{p.name[len(family) + 1:]}", p, "cuda" if "fp16" in p.name else "cpu", cfg)
+             for p in extra]  # further variants the optimize stage wrote (int8-static, int8-dynamic, ...)
+    rows += trt_backends(family, paths, cfg)
+    rows.append(ort_backend(family, "ort-trt-ep", paths.onnx(family), "tensorrt", cfg))
+    rows.append(torch_backend(f"{family}-random-init", family, paths.model(family, ablation=True), cfg,
+                              f"ablation@{family}", timed=False))
+    return rows
+
+
+# --- TensorRT engines ------------------------------------------------------------------------------------
+# The engine stage writes artifacts/engines/FAMILY/engine.json (the family summary: "built", or false and the
+# "reason") and, per built precision, FAMILY/PRECISION/engine.json with its "profiles":
+# [{"batch": [min, opt, max], "sequence": [min, opt, max]}, ...] next to the engine and the tokenizer files.
+def profile_limits(info: dict) -> tuple[int | None, int | None]:
+    """(largest batch, largest sequence) any of the engine's optimization profiles accepts; None if unknown."""
+    shapes = []
+    for profile in info.get("profiles") or []:
+        if isinstance(profile, dict) and "batch" in profile:
+            shapes.append((max(profile["batch"]), max(profile.get("sequence") or [0])))
+        elif isinstance(profile, dict) and "max" in profile:  # {"min": [b, s], "opt": [b, s], "max": [b, s]}
+            shapes.append((profile["max"][0], profile["max"][1] if len(profile["max"]) > 1 else 0))
+    if not shapes:
+        return None, None
+    return max(b for b, _ in shapes), (max(s for _, s in shapes) or None)
+
+
+def check_batch_size(batch_size: int, max_batch: int | None, where: Path) -> None:
+    if max_batch is not None and batch_size > max_batch:
+        raise EvaluationError(
+            f"evaluate.batch_size={batch_size} is larger than the TensorRT engine at {where} allows (its "
+            f"optimization profiles' max batch is {max_batch}); set evaluate.batch_size to {max_batch} or less, "
+            f"or rebuild the engine with a larger max_batch in engine.profiles")
+
+
+def engine_entries(root: Path) -> list[tuple[str, Path, dict]]:
+    """(precision, folder, engine.json record) for each precision the family's engine stage covered."""
+    summary_path = root / "engine.json"
+    if not summary_path.is_file():
+        return []
+    summary = read_json(summary_path)
+    if not summary.get("built", False):
+        return [(p, root, summary) for p in summary.get("precisions") or TRT_PRECISIONS]
+    entries = [(read_json(f).get("precision") or f.parent.name, f.parent, read_json(f))
+               for f in sorted(root.glob("*/engine.json"))]
+    found = {p for p, _, _ in entries}
+    missing = [p for p in list(summary.get("engines") or {}) + list(summary.get("precisions") or []) if p not in found]
+    return entries + [(p, root, {"built": False, "reason": f"no {root / p}/engine.json"})
+                      for p in dict.fromkeys(missing)]
+
+
+def _load_trt(folder: Path) -> Predictor:
+    from pipeline.runtime.trt import TrtPredictor  # lazily: only when an engine was built
+
+    return TrtPredictor(folder)
+
+
+def trt_backends(family: str, paths: Paths, cfg: EvaluateConfig) -> list[Backend]:
+    root = paths.engines(family)
+    entries = engine_entries(root)
+    if not entries:
+        reason = f"no engine: {root}/engine.json missing (run `dvc repro engine@{family}`)"
+        return [Backend(family, family, f"trt-{p}", root, skip=reason) for p in TRT_PRECISIONS]
+    rows = []
+    for precision, folder, info in entries:
+        row = Backend(family, family, f"trt-{precision}", folder)
+        if not info.get("built", False):
+            row.skip = f"engine not built: {info.get('reason') or 'engine.json gives no reason'}"
+        else:
+            row.max_batch, row.max_seq = profile_limits(info)
+            check_batch_size(cfg.batch_size, row.max_batch, folder)  # before any backend runs
+            row.load = lambda f=folder: _load_trt(f)
+        rows.append(row)
+    return rows
+
+
+# --- running one backend ---------------------------------------------------------------------------------
+def predict_probabilities(predictor: Predictor, texts: list[str], batch_size: int) -> tuple[np.ndarray, int]:
+    """([n, num_labels] probabilities in id order, number of texts truncated to the model's max length)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)  # counted in the row instead
+        results = predictor.classify(texts, batch_size=batch_size)
+    bad = [i for i, r in enumerate(results) if "error" in r]
+    if bad:
+        raise EvaluationError(f"{len(bad)} test texts could not be classified (item {bad[0]}: "
+                              f"{results[bad[0]]['error']}); re-run prepare, which drops empty texts")
+    ids = sorted(predictor.id2label)
+    probs = np.array([[r["probabilities"][predictor.id2label[k]] for k in ids] for r in results])
+    return probs, sum(bool(r["truncated"]) for r in results)
+
+
+def folder_size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2 ** 20
+
+
+def _timed(fn: Callable, batches: list, warmup: int, budget_s: float | None = None, min_calls: int = 3) -> np.ndarray:
+    """Milliseconds per call over `batches`, after `warmup` untimed calls. With `budget_s`, stop once that much
+    time was spent (after at least `min_calls`): slow backends and long inputs get fewer calls, not more time."""
+    for i in range(warmup):
+        fn(batches[i % len(batches)])
+    out, spent = [], 0.0
+    for batch in batches:
+        start = time.perf_counter()
+        fn(batch)
+        out.append((time.perf_counter() - start) * 1e3)
+        spent += out[-1] / 1e3
+        if budget_s is not None and spent > budget_s and len(out) >= min_calls:
+            break
+    return np.array(out)
+
+
+def _summary(ms: np.ndarray) -> dict[str, float]:
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(ms.mean()),
+            "calls": int(len(ms))}
+
+
+def latency_real(predictor: Predictor, encoded: list[Encoded], cfg: EvaluateConfig) -> dict:
+    """Batch 1 over up to `latency_texts` (seeded order, time-bounded) and throughput over length-sorted
+    batches of `throughput_texts`."""
+    pad, fn = predictor.encoder.pad, predictor.predict_logits
+    sample = encoded[: cfg.latency_texts]
+    ms = _timed(fn, [pad([e]) for e in sample], cfg.latency_warmup, cfg.latency_budget_s)
+    out = {**_summary(ms), "mean_tokens": float(np.mean([len(e.ids) for e in sample[: len(ms)]]))}
+    items = sorted(encoded[: cfg.throughput_texts], key=lambda e: len(e.ids))
+    batches = [pad(items[i: i + cfg.batch_size]) for i in range(0, len(items), cfg.batch_size)]
+    out["throughput_per_s"] = float(len(items) / (_timed(fn, batches, 1).sum() / 1e3))
+    out["throughput_batch_size"] = cfg.batch_size
+    return out
+
+
+def latency_fixed(predictor: Predictor, long_text: Encoded, cfg: EvaluateConfig, max_seq: int | None) -> dict:
+    """{length: p50/p90/p99 at batch 1, throughput at min(batch_size, fixed_max_tokens / length)} for each
+    fixed length that fits the model (and the engine profile)."""
+    pad, fn, out = predictor.encoder.pad, predictor.predict_logits, {}
+    limit = min(len(long_text.ids), max_seq or len(long_text.ids))
+    for length in cfg.fixed_lengths:
+        if length > limit:  # beyond the model's (or the engine profile's) maximum: not measurable
+            continue
+        item = Encoded(long_text.ids[:length], long_text.type_ids[:length], truncated=False)
+        # one warm-up call per length: the model is warm from the real-text series, only the shape is new
+        one = _timed(fn, [pad([item])] * cfg.fixed_iterations, 1, cfg.fixed_budget_s)
+        batch = max(1, min(cfg.batch_size, cfg.fixed_max_tokens // length))  # bounds the cost of long inputs
+        full = _timed(fn, [pad([item] * batch)] * cfg.fixed_throughput_batches, 1, cfg.fixed_budget_s, 1)
+        out[str(length)] = {**_summary(one), "throughput_per_s": float(batch * len(full) / (full.sum() / 1e3)),
+                            "throughput_batch_size": batch}
+    return out
+
+
+def measure_latency(predictor: Predictor, texts: list[str], cfg: EvaluateConfig, backend: Backend) -> dict:
+    order = np.random.default_rng(cfg.seed).permutation(len(texts))  # the same texts for every backend
+    encoded = predictor.encoder.encode([texts[i] for i in order])
+    # one long real text (test reviews joined), cut to each fixed length; truncated at the model's max length
+    long_text = predictor.encoder.encode([" ".join(texts[i] for i in order[:400])])[0]
+    return {"real": latency_real(predictor, encoded, cfg),
+            "fixed": latency_fixed(predictor, long_text, cfg, backend.max_seq)}
+
+
+def run_backend(backend: Backend, test: TestSplit, cfg: EvaluateConfig) -> Row:
+    if backend.skip:
+        return Row(backend, status=f"skipped: {backend.skip}")
+    try:
+        predictor = backend.load()
+    except Exception as exc:  # an installed-but-unusable runtime (no CUDA libraries, ...) is a skip, not a crash
+        log.warning("%s: could not load: %s", backend.key, exc)
+        return Row(backend, status=f"skipped: could not load ({_short(exc)})")
+    y_true = test.ids_for(predictor.id2label, str(backend.folder))
+    probs, truncated = predict_probabilities(predictor, test.texts, cfg.batch_size)
+    predicted = probs.argmax(-1)
+    quality = classification_metrics(y_true, predicted, predictor.id2label, probs)
+    quality.update(size_mb=folder_size_mb(backend.folder), truncated=truncated)
+    latency = measure_latency(predictor, test.texts, cfg, backend) if backend.timed else None
+    names = np.array([str(predictor.id2label[int(k)]) for k in predicted])
+    return Row(backend, quality=quality, latency=latency, predicted=names, probabilities=probs)
+
+
+# --- agreement, baseline, statistics -------------------------------------------------------------------
+def add_agreement(rows: list[Row]) -> None:
+    """Share of test texts where each row predicts the same label as its family's PyTorch model."""
+    reference = {r.backend.family: r.predicted for r in rows
+                 if r.status == "ok" and r.backend.name == REFERENCE and r.backend.model == r.backend.family}
+    for row in rows:
+        ref = reference.get(row.backend.family)
+        if row.status == "ok" and ref is not None:
+            row.quality["agreement_with_pytorch"] = float(np.mean(row.predicted == ref))
+
+
+def baseline_row(paths: Paths) -> dict:
+    path = paths.metrics("baseline") / "test.json"
+    if not path.is_file():
+        return {"status": f"skipped: {path} missing (run `dvc repro baseline`)"}
+    return {"status": "ok", **read_json(path)}
+
+
+def _stat_kwargs(cfg: EvaluateConfig) -> dict:
+    return {"samples": cfg.bootstrap_samples, "seed": cfg.seed, "confidence": cfg.confidence,
+            "exact_below": cfg.mcnemar_exact_below}
+
+
+def statistics(rows: list[Row], test: TestSplit, families: list[str], cfg: EvaluateConfig) -> dict:
+    """Family vs family (their PyTorch rows: the models themselves) and each backend vs its fp32 ONNX source."""
+    from pipeline.stats import compare
+
+    labels = sorted(set(test.labels))
+    index = {label: i for i, label in enumerate(labels)}
+    y_true = np.array([index[label] for label in test.labels])
+    ok = {(r.backend.model, r.backend.name): np.array([index[p] for p in r.predicted])
+          for r in rows if r.status == "ok"}
+    ids = list(range(len(labels)))
+
+    def pair(a: tuple[str, str], b: tuple[str, str]) -> dict:
+        if a not in ok or b not in ok:
+            missing = " and ".join("/".join(k) for k in (a, b) if k not in ok)
+            return {"status": f"skipped: {missing} not evaluated"}
+        return {"status": "ok", **compare(y_true, ok[a], ok[b], ids, **_stat_kwargs(cfg))}
+
+    out: dict = {f"{a}_vs_{b}": pair((a, REFERENCE), (b, REFERENCE)) for a, b in combinations(families, 2)}
+    out["vs_onnx_fp32"] = {f: {r.backend.name: pair((f, r.backend.name), (f, SOURCE)) for r in rows
+                               if r.backend.model == f and r.backend.name != SOURCE and r.status == "ok"}
+                           for f in families}
+    out["settings"] = {"bootstrap_samples": cfg.bootstrap_samples, "confidence": cfg.confidence,
+                       "seed": cfg.seed, "mcnemar_exact_below": cfg.mcnemar_exact_below}
+    return out
+
+
+# --- environment and outputs ---------------------------------------------------------------------------
+def _cpu_model() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(cfg: EvaluateConfig) -> dict:
+    """Where the latency was measured: CPU/GPU model, cores, threads, library versions."""
+    import os
+    import platform
+    from importlib import metadata
+
+    import onnxruntime as ort
+    import torch
+
+    versions = {}
+    for dist in ("torch", "transformers", "onnxruntime", "onnxruntime-gpu", "tensorrt", "numpy", "scikit-learn",
+                 "tokenizers"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "threads": cfg.threads,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "platform": platform.platform(), "python": platform.python_version(), "versions": versions,
+            "onnxruntime_providers": ort.get_available_providers(), "torch_device": cfg.torch_device}
+
+
+def _file_name(backend: Backend) -> str:
+    return f"{backend.model}--{backend.name}.json"
+
+
+def plot_data(rows: list[Row], test: TestSplit) -> dict[str, object]:
+    """Relative path under plots/ -> JSON rows, in the shapes DVC's templates read."""
+    files: dict[str, object] = {}
+    timed = [r for r in rows if r.status == "ok" and r.latency]
+    files["pareto.json"] = [{"point": r.backend.key, "model": r.backend.model, "backend": r.backend.name,
+                             "accuracy": r.quality["accuracy"], "p50_ms": r.latency["real"]["p50_ms"]}
+                            for r in timed]
+    for r in timed:
+        files[f"latency_vs_length/{_file_name(r.backend)}"] = [
+            {"length": int(n), "p50_ms": v["p50_ms"], "p99_ms": v["p99_ms"], "throughput_per_s": v["throughput_per_s"]}
+            for n, v in r.latency["fixed"].items()]
+    id2label = dict(enumerate(sorted(set(test.labels))))
+    index = {label: i for i, label in id2label.items()}
+    actual = [index[label] for label in test.labels]
+    for r in rows:
+        if r.status == "ok":
+            files[f"confusion/{_file_name(r.backend)}"] = prediction_rows(
+                actual, [index[p] for p in r.predicted], id2label)
+    return files
+
+
+def write_outputs(out: Path, rows: list[Row], test: TestSplit, baseline: dict, stats: dict, env: dict) -> dict:
+    quality: dict = {}
+    latency: dict = {}
+    for r in rows:
+        quality.setdefault(r.backend.model, {})[r.backend.name] = {"status": r.status, **r.quality}
+        if r.latency:
+            latency.setdefault(r.backend.model, {})[r.backend.name] = r.latency
+    quality[BASELINE] = {"sklearn": baseline}
+    plots = plot_data(rows, test)
+    shutil.rmtree(out / "plots", ignore_errors=True)  # no stale files from backends that are gone
+    for name, data in plots.items():
+        write_json(out / "plots" / name, data)
+    for name, data in (("quality", quality), ("latency", latency), ("stats", stats), ("environment", env)):
+        write_json(out / f"{name}.json", data)
+    return {"quality": quality, "latency": latency, "stats": stats, "environment": env}
+
+
+def evaluate(params: Params, paths: Paths = Paths()) -> dict:
+    """The evaluate stage: every row, the statistics, and the files under artifacts/evaluation."""
+    from tqdm import tqdm
+
+    cfg = params.evaluate
+    test = read_test(paths)
+    backends = [b for family in params.families for b in discover(family, paths, cfg)]  # fails fast
+    rows = []
+    for backend in tqdm(backends, desc="evaluate", unit="row", disable=not sys.stderr.isatty()):
+        log.info("%s: %s", backend.key, f"skipped: {backend.skip}" if backend.skip else "running")
+        rows.append(run_backend(backend, test, cfg))
+    add_agreement(rows)
+    stats = statistics(rows, test, params.families, cfg)
+    return write_outputs(paths.evaluation, rows, test, baseline_row(paths), stats, environment(cfg))

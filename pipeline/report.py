@@ -1,0 +1,388 @@
+"""report: artifacts/report/report.md, readable on its own, plus PNGs drawn with matplotlib (Agg).
+
+Reads only files: artifacts/evaluation/*.json and plots/ (the evaluate stage), and the dvclive TSVs of the
+pretrain and finetune stages. The same plot data is declared as DVC plots in dvc.yaml.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from pipeline.io import atomic_dir, read_json
+from pipeline.paths import Paths
+
+ALPHA = 0.05  # significance level the summary uses for McNemar and the bootstrap CIs' reading
+
+
+# --- small formatting helpers --------------------------------------------------------------------------
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+
+
+def _points(quality: dict) -> list[tuple[str, str, dict]]:
+    """(model, backend, row) for every row, the baseline included, in evaluation order."""
+    return [(model, backend, row) for model, rows in quality.items() for backend, row in rows.items()]
+
+
+def _ok(quality: dict) -> list[tuple[str, str, dict]]:
+    return [p for p in _points(quality) if p[2].get("status") == "ok"]
+
+
+# --- tables --------------------------------------------------------------------------------------------
+def quality_table(quality: dict) -> list[str]:
+    labels = sorted({c for _, _, r in _ok(quality) for c in r.get("per_class", {})})
+    header = ["model", "backend", "accuracy", "precision (macro)", "recall (macro)", "F1 (macro)",
+              *[f"F1 {c}" for c in labels], "ROC-AUC", "agreement w/ PyTorch", "size (MB)"]
+    rows = []
+    for model, backend, r in _ok(quality):
+        per_class = [r["per_class"].get(c, {}).get("f1") for c in labels]
+        rows.append([model, backend, r["accuracy"], r["precision_macro"], r["recall_macro"], r["f1_macro"],
+                     *per_class, r.get("roc_auc"), r.get("agreement_with_pytorch"), r.get("size_mb")])
+    return _table(header, rows)
+
+
+def latency_table(latency: dict) -> list[str]:
+    lengths = sorted({int(n) for rows in latency.values() for r in rows.values() for n in r["fixed"]})
+    batch = next((r["real"]["throughput_batch_size"] for rows in latency.values() for r in rows.values()), "?")
+    header = ["model", "backend", "p50 ms", "p90 ms", "p99 ms", f"texts/s @ batch {batch}",
+              *[f"p50 ms @ {n} tok" for n in lengths], *[f"texts/s @ {n} tok" for n in lengths]]
+    rows = []
+    for model, rows_ in latency.items():
+        for backend, r in rows_.items():
+            fixed = [r["fixed"].get(str(n), {}) for n in lengths]
+            rows.append([model, backend, r["real"]["p50_ms"], r["real"]["p90_ms"], r["real"]["p99_ms"],
+                         r["real"]["throughput_per_s"], *[f.get("p50_ms") for f in fixed],
+                         *[f.get("throughput_per_s") for f in fixed]])
+    return _table(header, rows)
+
+
+def _family_pairs(stats: dict) -> list[tuple[str, dict]]:
+    """("bert_vs_xlnet", result) for each family pair that was compared (PyTorch rows)."""
+    return [(name, s) for name, s in stats.items() if "_vs_" in name and s.get("status") == "ok"]
+
+
+def _stat_cells(s: dict) -> list:
+    acc, f1, mc = s["accuracy"], s["f1_macro"], s["mcnemar"]
+    pts = lambda d: f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"  # noqa: E731
+    return [pts(acc), pts(f1), f"b={mc['b']}, c={mc['c']}", f"{mc['p_value']:.3g} ({mc['method']})",
+            s["agreement"]]
+
+
+def stats_tables(stats: dict) -> list[str]:
+    conf = int(100 * stats.get("settings", {}).get("confidence", 0.95))
+    header = ["comparison (A − B)", f"accuracy Δ pts [{conf}% CI]", f"macro-F1 Δ pts [{conf}% CI]",
+              "discordant (A right / B right)", "McNemar p", "agreement"]
+    rows = [[name.replace("_vs_", " − "), *_stat_cells(s)] for name, s in _family_pairs(stats)]
+    rows += [[f"{fam}: {backend} − ort-fp32", *_stat_cells(s)]
+             for fam, backends in stats.get("vs_onnx_fp32", {}).items() for backend, s in backends.items()
+             if s.get("status") == "ok"]
+    return _table(header, rows)
+
+
+def skipped_lines(quality: dict, stats: dict) -> list[str]:
+    lines = [f"- {model} / {backend}: {r['status']}" for model, backend, r in _points(quality)
+             if r.get("status") != "ok"]
+    lines += [f"- statistics {name}: {s['status']}" for name, s in stats.items()
+              if isinstance(s, dict) and str(s.get("status", "")).startswith("skipped")]
+    return lines or ["- none: every backend ran"]
+
+
+def environment_lines(env: dict) -> list[str]:
+    versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
+    return [f"- CPU: {env.get('cpu')} ({env.get('cpu_count')} logical cores; threads: "
+            f"{env.get('threads') or 'runtime default'})",
+            f"- GPU: {env.get('gpu') or 'none (CUDA not available)'}",
+            f"- platform: {env.get('platform')}, Python {env.get('python')}",
+            f"- versions: {versions}",
+            f"- ONNX Runtime providers: {', '.join(env.get('onnxruntime_providers', []))}; PyTorch device: "
+            f"{env.get('torch_device')}"]
+
+
+# --- the generated summary -----------------------------------------------------------------------------
+def _best(points: list[tuple[str, str, float]], lowest: bool = False) -> tuple[str, str, float] | None:
+    points = [p for p in points if p[2] is not None and not math.isnan(p[2])]
+    return (min if lowest else max)(points, key=lambda p: p[2]) if points else None
+
+
+def _pair_sentence(name: str, s: dict, metric: str) -> str:
+    a, b = name.split("_vs_")
+    d, conf = s[metric], int(100 * s[metric]["confidence"])
+    excludes_zero = d["ci_low"] > 0 or d["ci_high"] < 0
+    leader = a if d["difference"] > 0 else b
+    verdict = (f"{leader} is ahead, and the {conf}% CI excludes 0" if excludes_zero and d["difference"]
+               else "the CI includes 0, so the data do not separate them")
+    return (f"{a} − {b} {metric}: {100 * d['difference']:+.1f} pts, {conf}% CI [{100 * d['ci_low']:+.1f}, "
+            f"{100 * d['ci_high']:+.1f}]; {verdict} (McNemar p = {s['mcnemar']['p_value']:.3g})")
+
+
+def _changed_backends(stats: dict) -> list[tuple[str, str, dict]]:
+    """(family, backend, result) where McNemar says the backend's predictions differ from its fp32 source."""
+    return [(fam, backend, s) for fam, rows in stats.get("vs_onnx_fp32", {}).items() for backend, s in rows.items()
+            if s.get("status") == "ok" and s["mcnemar"]["p_value"] < ALPHA]
+
+
+def _significant_backends(stats: dict) -> list[str]:
+    return [f"{fam}/{backend} (p = {s['mcnemar']['p_value']:.3g}, Δacc {100 * s['accuracy']['difference']:+.1f} pts)"
+            for fam, backend, s in _changed_backends(stats)]
+
+
+def recommendation(quality: dict, latency: dict, stats: dict) -> str:
+    """The family with significantly better accuracy (else: either), on its fastest backend whose predictions
+    do not differ significantly from its fp32 ONNX source."""
+    pairs = _family_pairs(stats)
+    families = sorted({m for m in latency if m in quality and "-" not in m})
+    if pairs:
+        name, s = pairs[0]
+        d = s["accuracy"]
+        if d["ci_low"] > 0 or d["ci_high"] < 0:
+            families = [name.split("_vs_")[0 if d["difference"] > 0 else 1]]
+    changed = {(fam, backend) for fam, backend, _ in _changed_backends(stats)}
+    options = [(m, b, r["real"]["p50_ms"]) for m in families for b, r in latency.get(m, {}).items()
+               if (m, b) not in changed]
+    best = _best(options, lowest=True)
+    if best is None:
+        return "no timed row is available, so there is no recommendation"
+    acc = quality[best[0]][best[1]]["accuracy"]
+    which = ("the significantly more accurate family" if len(families) == 1
+             else "either family (their accuracy difference is not significant)")
+    return (f"ship **{best[0]} on {best[1]}**: {best[2]:.2f} ms p50 at batch 1, accuracy {acc:.3f}; the fastest "
+            f"backend of {which} whose predictions do not differ significantly from its fp32 ONNX source")
+
+
+def summary_lines(quality: dict, latency: dict, stats: dict) -> list[str]:
+    ok = _ok(quality)
+    timed = [(m, b, r) for m, rows in latency.items() for b, r in rows.items()]
+    lines = []
+    for label, metric in (("accuracy", "accuracy"), ("macro-F1", "f1_macro"), ("ROC-AUC", "roc_auc")):
+        best = _best([(m, b, r.get(metric)) for m, b, r in ok])
+        if best:
+            lines.append(f"- **{label}**: {best[0]} / {best[1]} ({best[2]:.3f})")
+    for label, key, lowest, unit in (("latency (p50, batch 1, real texts)", "p50_ms", True, "ms"),
+                                     ("throughput (real texts)", "throughput_per_s", False, "texts/s")):
+        best = _best([(m, b, r["real"][key]) for m, b, r in timed], lowest)
+        if best:
+            lines.append(f"- **{label}**: {best[0]} / {best[1]} ({best[2]:.2f} {unit})")
+    smallest = _best([(m, b, r.get("size_mb")) for m, b, r in ok if r.get("size_mb")], lowest=True)
+    if smallest:
+        lines.append(f"- **size on disk**: {smallest[0]} / {smallest[1]} ({smallest[2]:.1f} MB)")
+    for name, s in _family_pairs(stats):
+        lines += [f"- **confidence**: {_pair_sentence(name, s, 'accuracy')}",
+                  f"- **confidence**: {_pair_sentence(name, s, 'f1_macro')}"]
+    changed = _significant_backends(stats)
+    lines.append("- **backends vs their fp32 ONNX source**: " + (
+        f"significant change (McNemar p < {ALPHA}) for {', '.join(changed)}" if changed
+        else f"no backend changed the predictions significantly (all McNemar p ≥ {ALPHA})"))
+    lines += _pretraining_lines(quality)
+    lines.append(f"- **recommendation**: {recommendation(quality, latency, stats)}")
+    return lines
+
+
+def _pretraining_lines(quality: dict) -> list[str]:
+    lines = []
+    base = quality.get("tfidf-baseline", {}).get("sklearn", {})
+    for model, rows in quality.items():
+        if model.endswith("-random-init") or model == "tfidf-baseline":
+            continue
+        ablation = quality.get(f"{model}-random-init", {}).get("pytorch", {})
+        row = rows.get("pytorch", {})
+        if row.get("status") == "ok" and ablation.get("status") == "ok":
+            lines.append(f"- **pretraining ({model})**: accuracy {row['accuracy']:.3f} vs {ablation['accuracy']:.3f} "
+                         f"without pretraining ({100 * (row['accuracy'] - ablation['accuracy']):+.1f} pts)")
+        if row.get("status") == "ok" and base.get("status") == "ok":
+            lines.append(f"- **{model} vs TF-IDF baseline**: accuracy {row['accuracy']:.3f} vs {base['accuracy']:.3f} "
+                         f"(no CI: the baseline stage keeps no per-text predictions)")
+    return lines
+
+
+# --- plots (matplotlib, Agg) ---------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on CI or servers
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pareto_front(points: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    """(name, p50 ms, accuracy) points no other point beats on both: faster and at least as accurate."""
+    front, best = [], -math.inf
+    for point in sorted(points, key=lambda p: (p[1], -p[2])):
+        if point[2] > best:
+            front.append(point)
+            best = point[2]
+    return front
+
+
+def plot_pareto(rows: list[dict], out: Path) -> bool:
+    if not rows:
+        return False
+    plt = _pyplot()
+    points = [(r["point"], r["p50_ms"], r["accuracy"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter([p[1] for p in points], [p[2] for p in points])
+    for name, x, y in points:
+        ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front = pareto_front(points)
+    ax.plot([p[1] for p in front], [p[2] for p in front], "--", color="grey", marker="o", markersize=10,
+            markerfacecolor="none", label="Pareto front")
+    ax.set(xscale="log", xlabel="p50 latency, batch 1, real test texts (ms, log)", ylabel="test accuracy",
+           title="Accuracy vs latency")
+    ax.legend()
+    return _save(fig, out, plt)
+
+
+def plot_latency_vs_length(series: dict[str, list[dict]], out: Path) -> bool:
+    if not any(series.values()):
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, rows in sorted(series.items()):
+        rows = sorted(rows, key=lambda r: r["length"])
+        ax.plot([r["length"] for r in rows], [r["p50_ms"] for r in rows], marker="o", label=name)
+    ax.set(xscale="log", yscale="log", xlabel="sequence length (tokens, log)", ylabel="p50 latency, batch 1 (ms, log)",
+           title="Latency vs sequence length")
+    ax.legend(fontsize=7)
+    return _save(fig, out, plt)
+
+
+def plot_confusions(quality: dict, out: Path) -> bool:
+    mats = [(f"{m}/{b}", r["confusion_matrix"]) for m, b, r in _ok(quality) if r.get("confusion_matrix")]
+    if not mats:
+        return False
+    plt = _pyplot()
+    cols = min(4, len(mats))
+    rows = math.ceil(len(mats) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3 * rows), squeeze=False)
+    for ax, (name, cm) in zip(axes.flat, mats):
+        labels = list(cm)
+        counts = [[cm[t].get(p, 0) for p in labels] for t in labels]  # rows: actual, columns: predicted
+        ax.imshow(counts, cmap="Blues")
+        for i, row in enumerate(counts):
+            for j, n in enumerate(row):
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=8)
+        ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
+               xlabel="predicted", ylabel="actual", title=name)
+        ax.title.set_fontsize(8)
+    for ax in list(axes.flat)[len(mats):]:
+        ax.axis("off")
+    return _save(fig, out, plt)
+
+
+def read_curve(path: Path) -> tuple[list[float], list[float]]:
+    """A dvclive TSV (step, value) -> (steps, values); empty if the file is missing."""
+    if not path.is_file():
+        return [], []
+    with path.open(encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    return [float(r[0]) for r in rows[1:]], [float(r[-1]) for r in rows[1:]]
+
+
+def plot_losses(metrics_root: Path, families: list[str], out: Path) -> bool:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    drawn = False
+    for ax, stage, title in zip(axes, ("pretrain", "finetune"), ("pretraining loss", "fine-tuning loss")):
+        for color, family in enumerate(families):
+            for kind, style in (("train", "-"), ("eval", "--")):
+                steps, values = read_curve(metrics_root / stage / family / "plots" / "metrics" / kind / "loss.tsv")
+                if steps:
+                    ax.plot(steps, values, style, color=f"C{color}", marker="o" if kind == "eval" else None,
+                            label=f"{family} {kind}")
+                    drawn = True
+        ax.set(xlabel="step", ylabel="loss", title=title)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    if not drawn:
+        plt.close(fig)
+        return False
+    return _save(fig, out, plt)
+
+
+def _save(fig, out: Path, plt) -> bool:
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# --- the report ----------------------------------------------------------------------------------------
+def _latency_series(plots: Path) -> dict[str, list[dict]]:
+    folder = plots / "latency_vs_length"
+    return {p.stem.replace("--", "/"): read_json(p) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def make_plots(out: Path, paths: Paths, quality: dict, families: list[str]) -> dict[str, bool]:
+    plots = paths.evaluation / "plots"
+    pareto = read_json(plots / "pareto.json") if (plots / "pareto.json").is_file() else []
+    return {"pareto.png": plot_pareto(pareto, out / "pareto.png"),
+            "latency_vs_length.png": plot_latency_vs_length(_latency_series(plots), out / "latency_vs_length.png"),
+            "confusion_matrices.png": plot_confusions(quality, out / "confusion_matrices.png"),
+            "loss_curves.png": plot_losses(paths.root / "metrics", families, out / "loss_curves.png")}
+
+
+def _image(made: dict[str, bool], name: str, caption: str) -> list[str]:
+    return [f"![{caption}]({name})", ""] if made.get(name) else [f"_{caption}: no data on this run._", ""]
+
+
+def _read_optional(path: Path) -> dict:
+    return read_json(path) if path.is_file() else {}
+
+
+def training_table(paths: Paths, families: list[str]) -> list[str]:
+    """Per family: pretraining time, throughput and held-out objective accuracy; fine-tuning seeds."""
+    rows = []
+    for family in families:
+        pre = _read_optional(paths.metrics("pretrain", family) / "summary.json")
+        seeds = _read_optional(paths.metrics("seeds") / f"{family}.json")
+        objectives = ", ".join(f"{k.split('/')[1].removesuffix('_accuracy')} {v:.3f}" for k, v in sorted(pre.items())
+                               if k.startswith("heldout/") and k.endswith("_accuracy"))
+        seed_cell = "; ".join(f"{m} {seeds[m]['mean']:.3f} ± {seeds[m]['sd']:.3f}" for m in ("accuracy", "f1_macro")
+                              if m in seeds) + (f" (n={seeds['n']})" if seeds else "")
+        rows.append([family, _fmt(pre.get("train_seconds"), 0), _fmt(pre.get("tokens_per_second"), 0),
+                     objectives or "–", seed_cell or "–"])
+    return _table(["family", "pretrain s", "tokens/s", "held-out accuracy", "test over seeds (mean ± sd)"], rows)
+
+
+def render(ev: dict, made: dict[str, bool], training: list[str] | None = None) -> str:
+    quality, latency, stats, env = ev["quality"], ev["latency"], ev["stats"], ev["environment"]
+    settings = stats.get("settings", {})
+    lines = ["# bilm: BERT vs XLNet, every model x backend", "", "## Summary", "",
+             *summary_lines(quality, latency, stats), "", "## Environment", "", *environment_lines(env), "",
+             "## Quality (test split)", "", *quality_table(quality), "",
+             *(["## Training", "", *training, ""] if training else []),
+             "## Latency", "", "Model time only (tokenizing excluded), after warm-up. p50/p90/p99 at batch 1 over "
+             "real test texts at their real lengths; throughput over length-sorted batches of real texts, and at "
+             "fixed lengths (one real text cut to N tokens).", "", *latency_table(latency), "",
+             "## Statistics", "", f"Paired bootstrap ({settings.get('bootstrap_samples')} resamples, seed "
+             f"{settings.get('seed')}): percentile CI of the difference A − B in points. McNemar on the "
+             f"discordant pairs: exact binomial when b + c < {settings.get('mcnemar_exact_below')}, else "
+             "chi-square with continuity correction.", "", *stats_tables(stats), "",
+             "## Plots", "", *_image(made, "pareto.png", "Accuracy vs p50 latency, all model x backend points"),
+             *_image(made, "latency_vs_length.png", "Latency vs sequence length per backend"),
+             *_image(made, "confusion_matrices.png", "Confusion matrices (rows: actual, columns: predicted)"),
+             *_image(made, "loss_curves.png", "Pretraining and fine-tuning loss"),
+             "## Skipped rows", "", *skipped_lines(quality, stats), ""]
+    return "\n".join(lines)
+
+
+def write_report(families: list[str], paths: Paths = Paths()) -> Path:
+    """The report stage: artifacts/report/report.md and its PNGs, from the evaluate stage's files."""
+    names = ("quality", "latency", "stats", "environment")
+    missing = [n for n in names if not (paths.evaluation / f"{n}.json").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{paths.evaluation} lacks {', '.join(f'{n}.json' for n in missing)}; run the "
+                                f"evaluate stage first (`dvc repro evaluate` or `bilm evaluate`)")
+    ev = {n: read_json(paths.evaluation / f"{n}.json") for n in names}
+    with atomic_dir(paths.report) as tmp:
+        made = make_plots(tmp, paths, ev["quality"], families)
+        (tmp / "report.md").write_text(render(ev, made, training_table(paths, families)), encoding="utf-8")
+    return paths.report / "report.md"

@@ -1,0 +1,109 @@
+"""evaluate: metrics vs scikit-learn, backend discovery and skipped rows, bad input, PyTorch vs ONNX Runtime."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+from export_fixtures import LABELS, family_name, model_dir, onnx_dir, texts  # noqa: F401
+from sklearn.metrics import roc_auc_score
+
+from pipeline.config import EvaluateConfig
+from pipeline.evaluate import (Backend, EvaluationError, TestSplit, discover, measure_latency,
+                               predict_probabilities, run_backend)
+from pipeline.metrics import classification_metrics
+from pipeline.paths import Paths
+from pipeline.runtime import OrtPredictor
+
+FAST = EvaluateConfig(batch_size=8, latency_warmup=1, latency_texts=6, throughput_texts=16, fixed_lengths=[8, 32],
+                      fixed_iterations=3, fixed_throughput_batches=1, bootstrap_samples=50)
+
+
+# --- metrics ---------------------------------------------------------------------------------------------
+def test_roc_auc_matches_sklearn_binary_and_multiclass():
+    y = [0, 1, 1, 0, 1, 0, 0, 1, 1, 0]
+    p1 = np.array([0.1, 0.8, 0.35, 0.4, 0.9, 0.2, 0.6, 0.7, 0.55, 0.3])
+    m = classification_metrics(y, (p1 > 0.5).astype(int), {0: "a", 1: "b"}, np.stack([1 - p1, p1], 1))
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p1))
+    y3 = [0, 1, 2, 2, 1, 0, 2, 1, 0, 2]
+    probs = np.random.default_rng(0).dirichlet([1, 1, 1], size=10)
+    m3 = classification_metrics(y3, probs.argmax(1), {0: "a", 1: "b", 2: "c"}, probs)
+    assert m3["roc_auc"] == pytest.approx(roc_auc_score(y3, probs, multi_class="ovr", average="macro"))
+    assert math.isnan(classification_metrics([1, 1], [1, 0], {0: "a", 1: "b"}, np.eye(2))["roc_auc"])
+    assert "roc_auc" not in classification_metrics(y, y, {0: "a", 1: "b"})  # unchanged without probabilities
+
+
+# --- discovery and skipped rows -------------------------------------------------------------------------
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def test_missing_backends_become_skipped_rows_with_reasons(tmp_path):
+    paths = Paths(tmp_path)
+    _write(paths.engines("bert") / "engine.json",
+           {"family": "bert", "built": False, "reason": "no CUDA device: torch sees no GPU", "precisions": ["fp16"]})
+    rows = {b.key: b for b in discover("bert", paths, FAST)}
+    assert all(b.skip for b in rows.values())  # nothing exists in this artifacts folder
+    assert "folder missing" in rows["bert/pytorch"].skip and "finetune@bert" in rows["bert/pytorch"].skip
+    assert "ablation@bert" in rows["bert-random-init/pytorch"].skip
+    assert "optimize@bert" in rows["bert/ort-int8"].skip
+    assert rows["bert/trt-fp16"].skip == "engine not built: no CUDA device: torch sees no GPU"
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        assert "onnxruntime-gpu" in rows["bert/ort-trt-ep"].skip
+        assert "CUDAExecutionProvider" in rows["bert/ort-fp16"].skip
+    row = run_backend(rows["bert/ort-fp32"], TestSplit(["x"], ["great"]), FAST)
+    assert row.status.startswith("skipped: folder missing")
+
+
+def test_no_engine_json_means_skipped_tensorrt_rows(tmp_path):
+    rows = {b.name: b.skip for b in discover("xlnet", Paths(tmp_path), FAST)}
+    assert "engine.json missing" in rows["trt-fp16"] and "engine@xlnet" in rows["trt-int8"]
+
+
+def test_batch_size_over_the_engine_profile_is_a_clear_error(tmp_path):
+    paths = Paths(tmp_path)
+    _write(paths.engines("bert") / "engine.json", {"family": "bert", "built": True, "engines": {"fp16": {}}})
+    _write(paths.engines("bert") / "fp16" / "engine.json",
+           {"built": True, "precision": "fp16", "profiles": [{"batch": [1, 1, 4], "sequence": [8, 64, 128]},
+                                                             {"batch": [4, 8, 8], "sequence": [8, 64, 128]}]})
+    with pytest.raises(EvaluationError, match=r"batch_size=64 .* max batch is 8.*set evaluate.batch_size to 8"):
+        discover("bert", paths, dataclasses.replace(FAST, batch_size=64))
+    rows = {b.name: b for b in discover("bert", paths, FAST)}  # batch 8 fits: loaded lazily, when run
+    assert rows["trt-fp16"].skip is None and (rows["trt-fp16"].max_batch, rows["trt-fp16"].max_seq) == (8, 128)
+
+
+def test_label_set_mismatch_names_both_sets(model_dir, texts):
+    from pipeline.runtime.torch_backend import TorchPredictor
+
+    backend = Backend("m", "f", "pytorch", model_dir, load=lambda: TorchPredictor(model_dir))
+    test = TestSplit(texts[:3], ["positive", "negative", "positive"])
+    with pytest.raises(EvaluationError, match=r"\['negative', 'positive'\] differ from .*\['great', 'other'\]"):
+        run_backend(backend, test, FAST)
+
+
+# --- running real backends on a tiny model ------------------------------------------------------------
+def test_torch_and_ort_predictors_agree(model_dir, onnx_dir, texts):
+    from pipeline.runtime.torch_backend import TorchPredictor
+
+    torch_probs, _ = predict_probabilities(TorchPredictor(model_dir), texts[:24], batch_size=5)
+    ort_probs, _ = predict_probabilities(OrtPredictor(onnx_dir), texts[:24], batch_size=5)
+    np.testing.assert_allclose(torch_probs, ort_probs, atol=1e-5)
+
+
+def test_a_backend_row_has_quality_agreement_inputs_and_latency(onnx_dir, texts):
+    labels = [LABELS[i % 2] for i in range(20)]
+    backend = Backend("m", "f", "ort-fp32", onnx_dir, load=lambda: OrtPredictor(onnx_dir))
+    row = run_backend(backend, TestSplit(texts[:20], labels), FAST)
+    assert row.status == "ok" and len(row.predicted) == 20 and row.probabilities.shape == (20, 2)
+    assert {"accuracy", "f1_macro", "roc_auc", "confusion_matrix", "per_class", "size_mb"} <= set(row.quality)
+    real, fixed = row.latency["real"], row.latency["fixed"]
+    assert real["p50_ms"] <= real["p90_ms"] <= real["p99_ms"] and real["calls"] == 6 and real["throughput_per_s"] > 0
+    assert set(fixed) == {"8", "32"} and fixed["32"]["throughput_batch_size"] == 8
+    capped = measure_latency(OrtPredictor(onnx_dir), texts[:10], dataclasses.replace(FAST, fixed_lengths=[8, 99999]),
+                             backend)
+    assert set(capped["fixed"]) == {"8"}  # beyond the model's maximum length: not measured

@@ -1,0 +1,72 @@
+"""report on the tiny preset: a small artifacts tree (pretrain, finetune, ablation, export, baseline), then
+evaluate and report; the report's sections, tables and PNGs, and DVC-readable metrics."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import REPO, run_cli
+from pipeline.baseline import tfidf_baseline
+from pipeline.evaluate import evaluate
+from pipeline.export.onnx import export_onnx
+from pipeline.finetune import finetune
+from pipeline.pretrain import pretrain
+from pipeline.report import pareto_front, write_report
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, prepared, tiny_params):
+    """Both families fine-tuned; BERT exported; the XLNet ablation; the baseline. Others stay missing."""
+    import shutil
+
+    from pipeline.paths import Paths
+
+    paths = Paths(tmp_path_factory.mktemp("report") / "artifacts")
+    shutil.copytree(prepared.root, paths.root)
+    tfidf_baseline(paths)
+    for family in ("bert", "xlnet"):
+        pretrain(family, tiny_params, paths)
+        finetune(family, tiny_params, paths)
+    finetune("xlnet", tiny_params, paths, ablation=True)
+    export_onnx(paths.model("bert"), paths.onnx("bert"))
+    return paths, evaluate(tiny_params, paths)
+
+
+def test_evaluation_rows_stats_and_metrics_files(evaluated):
+    paths, result = evaluated
+    quality = json.loads((paths.evaluation / "quality.json").read_text())
+    assert quality["bert"]["pytorch"]["status"] == "ok" and quality["bert"]["ort-fp32"]["status"] == "ok"
+    assert quality["bert"]["ort-fp32"]["agreement_with_pytorch"] == 1.0
+    assert quality["xlnet"]["ort-fp32"]["status"].startswith("skipped: folder missing")
+    assert quality["bert-random-init"]["pytorch"]["status"].startswith("skipped: folder missing")
+    assert quality["xlnet-random-init"]["pytorch"]["status"] == "ok"
+    assert quality["tfidf-baseline"]["sklearn"]["status"] == "ok"
+    latency = json.loads((paths.evaluation / "latency.json").read_text())
+    assert set(latency) == {"bert", "xlnet"} and set(latency["bert"]) == {"pytorch", "ort-fp32"}
+    stats = result["stats"]
+    assert stats["bert_vs_xlnet"]["status"] == "ok" and "p_value" in stats["bert_vs_xlnet"]["mcnemar"]
+    assert "pytorch" in stats["vs_onnx_fp32"]["bert"]
+    assert (paths.evaluation / "plots" / "latency_vs_length" / "bert--ort-fp32.json").is_file()
+
+
+def test_report_has_every_section_and_plot(evaluated, tiny_params):
+    paths, _ = evaluated
+    report = write_report(tiny_params.families, paths)
+    text = report.read_text()
+    for section in ("## Summary", "## Environment", "## Quality", "## Latency", "## Statistics", "## Plots",
+                    "## Skipped rows", "**recommendation**", "bert − xlnet", "| tfidf-baseline | sklearn |",
+                    "xlnet / ort-fp32: skipped: folder missing"):
+        assert section in text, section
+    for png in ("pareto.png", "latency_vs_length.png", "confusion_matrices.png", "loss_curves.png"):
+        assert (report.parent / png).stat().st_size > 1000 and f"]({png})" in text, png
+
+
+def test_pareto_front_keeps_points_nothing_beats():
+    points = [("slow-best", 10.0, 0.9), ("fast-worse", 1.0, 0.8), ("dominated", 5.0, 0.7), ("mid", 3.0, 0.85)]
+    assert [p[0] for p in pareto_front(points)] == ["fast-worse", "mid", "slow-best"]
+
+
+def test_report_command_without_an_evaluation_says_what_to_run(tmp_path):
+    proc = run_cli("report", "--params", str(REPO / "params.yaml"), cwd=tmp_path)
+    assert proc.returncode == 2 and "run the evaluate stage first" in proc.stderr
