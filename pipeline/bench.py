@@ -48,16 +48,10 @@ class BenchSettings:
 
 # --- FLOPs and ceilings ------------------------------------------------------------------------------------
 def model_flops(family: str, config: dict[str, Any], batch: int, seq: int) -> float:
-    """Multiply-adds x 2 of the encoder at batch x seq. XLNet counts its relative-position projection and
-    scores over 2 x seq keys, as the issue's roofline does (its export precomputes the projection)."""
-    h = config.get("hidden_size") or config["d_model"]
-    inner = config.get("intermediate_size") or config["d_inner"]
-    layers = config.get("num_hidden_layers") or config["n_layer"]
-    tokens = batch * seq
-    per_layer = 2 * tokens * (4 * h * h + 2 * h * inner) + 2 * 2 * batch * seq * seq * h
-    if family == "xlnet":
-        per_layer += 2 * batch * 2 * seq * h * h + 2 * batch * seq * 2 * seq * h
-    return float(layers * per_layer)
+    """Multiply-adds x 2 of the encoder at batch x seq, as the family counts them."""
+    from pipeline.families import get_family
+
+    return get_family(family).encoder_flops(config, batch, seq)
 
 
 def _matmul_session(path: Path, threads: int, int8: bool):

@@ -73,11 +73,14 @@ class TrainConfig:
     seed: int = 42
     logging_steps: int = 20
     dataloader_num_workers: int = 0
+    bf16: bool | None = None  # bfloat16 autocast; None: on where the CPU/GPU runs it natively (1.6x on AVX512-BF16)
 
 
 @dataclass
 class PretrainConfig(TrainConfig):
     max_steps: int = 1000
+    # per-family step counts, e.g. {xlnet: 800}: XLNet's two-stream steps cost about twice BERT's
+    max_steps_by_family: dict[str, int] = field(default_factory=dict)
     max_seq_length: int = 128  # packed block length; must be even for PLM
     save_steps: int = 200  # checkpoint interval, for resume
     mlm_probability: float = 0.15
@@ -95,6 +98,9 @@ class FinetuneConfig(TrainConfig):
     num_train_epochs: float = 4.0
     max_length: int = 256
     class_weighted_loss: bool = True  # inverse-frequency class weights: helps macro-F1 on skewed labels
+    # re-initialise the top N encoder layers (and BERT's pooler, N >= 0) of a pretrained model before
+    # fine-tuning: layers shaped by a short pretraining run can start worse than random ones
+    reinit_top_layers: int | None = None
     seeds: list[int] = field(default_factory=list)  # extra fine-tuning seeds for mean ± sd (seeds stage)
 
 
@@ -228,6 +234,12 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
         (item_tp,) = typing.get_args(tp)
         return [_check_value(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        key_tp, value_tp = typing.get_args(tp)
+        return {_check_value(k, key_tp, f"{where} key"): _check_value(v, value_tp, f"{where}.{k}")
+                for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of {tp.__name__} keys, got {value!r}")

@@ -60,8 +60,18 @@ def build_classifier(family: Family, source: str | None, params: Params, paths: 
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = family.classifier_class.from_pretrained(source, num_labels=len(label2id), id2label=id2label,
                                                         label2id=label2id, ignore_mismatched_sizes=True)
+    if source is not None and params.finetune.reinit_top_layers is not None:
+        _reinit(model, family.top_modules(model, params.finetune.reinit_top_layers), params.finetune.seed)
     _check_max_length(model.config, tokenizer, params.finetune.max_length)
     return model, tokenizer
+
+
+def _reinit(model, modules: list[torch.nn.Module], seed: int) -> None:
+    """Give `modules` fresh weights with the model's own initializer (Zhang et al., 2021: re-initialising
+    the top of a pretrained encoder helps when few fine-tuning examples are available)."""
+    torch.manual_seed(seed)
+    for module in modules:
+        module.apply(model._init_weights)
 
 
 def _check_max_length(config, tokenizer, max_length: int) -> None:

@@ -52,6 +52,7 @@ def evaluate_pretraining(model, examples: list[dict], collator, batch_size: int,
 
 def pretrain(family_name: str, params: Params, paths: Paths = Paths()) -> dict:
     family, cfg = get_family(family_name), params.pretrain
+    cfg = dataclasses.replace(cfg, max_steps=cfg.max_steps_by_family.get(family_name, cfg.max_steps))
     tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer(family_name))
     train_texts, _ = read_split("train", paths)
     heldout_texts, _ = read_split("validation", paths)

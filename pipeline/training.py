@@ -29,8 +29,16 @@ def show_progress() -> bool:
     return False
 
 
+def bf16_supported() -> bool:
+    """Whether bfloat16 autocast runs natively here (AVX512-BF16/AMX CPUs, Ampere+ GPUs); else it is slower."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def training_args(cfg: TrainConfig, output_dir: Path, **overrides: Any) -> TrainingArguments:
     return TrainingArguments(
+        bf16=bf16_supported() if cfg.bf16 is None else cfg.bf16,
         output_dir=str(output_dir), learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps lr_scheduler_type=cfg.lr_scheduler_type,
         per_device_train_batch_size=cfg.per_device_train_batch_size,

@@ -77,6 +77,23 @@ class Family:
         """Export-only changes to `model` (undone on exit). Default: none."""
         yield
 
+    def top_modules(self, model: torch.nn.Module, num_layers: int) -> list[torch.nn.Module]:
+        """The last `num_layers` encoder layers of a classifier (and any pooler), for `finetune.reinit_top_layers`."""
+        raise NotImplementedError
+
+    def encoder_flops(self, config: dict[str, Any], batch: int, seq: int) -> float:
+        """FLOPs (multiply-adds x 2) of one forward pass at batch x seq, from a config.json mapping:
+        the Q/K/V/O projections, the FFN and the attention products, per layer. Families add their extras."""
+        h = config.get("hidden_size") or config["d_model"]
+        inner = config.get("intermediate_size") or config["d_inner"]
+        layers = config.get("num_hidden_layers") or config["n_layer"]
+        tokens = batch * seq
+        per_layer = 2 * tokens * (4 * h * h + 2 * h * inner) + 2 * 2 * batch * seq * seq * h
+        return float(layers * (per_layer + self.extra_layer_flops(h, batch, seq)))
+
+    def extra_layer_flops(self, hidden: int, batch: int, seq: int) -> float:
+        return 0.0
+
     def dummy_export_inputs(self, tokenizer, batch: int = 2, seq: int = 16) -> dict[str, torch.Tensor]:
         enc = tokenizer(["hello world"] * batch, padding="max_length", max_length=seq, truncation=True,
                         return_tensors="pt")

@@ -49,22 +49,6 @@ class BertForPreTrainingAtMasked(BertForPreTraining):
                 "nsp_correct": nsp_correct, "nsp_total": nsp_total}
 
 
-@torch.no_grad()
-def _sinusoidal_init(weight: torch.Tensor, std: float) -> None:
-    """Start BERT's learned position embeddings [positions, hidden] from the Transformer's sinusoids.
-
-    With random position vectors, attention first has to learn which positions are near each other, and a
-    small model spends its first thousands of steps predicting unigram frequencies. Sinusoids make
-    neighbours similar from step 0. Scaled to the std of the other embeddings; still trained as usual.
-    """
-    positions, hidden = weight.shape
-    pos = torch.arange(positions, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, hidden, 2, dtype=torch.float32) * (-torch.log(torch.tensor(1e4)) / hidden))
-    table = torch.zeros(positions, hidden)
-    table[:, 0::2], table[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)[:, : hidden // 2]
-    weight.copy_(table * (std * 2 ** 0.5))  # sin/cos have std 1/sqrt(2)
-
-
 def _split_sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE_END.split(text.strip()) if s]
 
@@ -119,10 +103,12 @@ class Bert(Family):
             max_position_embeddings=shape.max_position_embeddings, hidden_dropout_prob=shape.dropout,
             attention_probs_dropout_prob=shape.dropout, pad_token_id=tokenizer.pad_token_id, **extra)
 
+    def top_modules(self, model: torch.nn.Module, num_layers: int) -> list[torch.nn.Module]:
+        layers = list(model.bert.encoder.layer)[-num_layers:] if num_layers else []
+        return layers + ([model.bert.pooler] if model.bert.pooler is not None else [])
+
     def pretraining_model(self, config: BertConfig) -> BertForPreTrainingAtMasked:
-        model = BertForPreTrainingAtMasked(config)
-        _sinusoidal_init(model.bert.embeddings.position_embeddings.weight, config.initializer_range)
-        return model
+        return BertForPreTrainingAtMasked(config)
 
     def pretraining_examples(self, texts: list[str], tokenizer, cfg: PretrainConfig, n_examples: int,
                              seed: int) -> list[dict[str, Any]]:

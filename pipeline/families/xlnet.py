@@ -97,6 +97,10 @@ class XLNet(Family):
             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, mem_len=None, use_mems_train=False, **extra)
 
+    def top_modules(self, model: torch.nn.Module, num_layers: int) -> list[torch.nn.Module]:
+        # the sequence summary is new in every classifier already; only the top layers need a fresh start
+        return list(model.transformer.layer)[-num_layers:] if num_layers else []
+
     def pretraining_model(self, config: XLNetConfig) -> XLNetLMHeadModelAtTargets:
         return XLNetLMHeadModelAtTargets(config)
 
@@ -126,6 +130,10 @@ class XLNet(Family):
     def pretraining_collator(self, tokenizer, cfg: PretrainConfig) -> CompactPermutationCollator:
         return CompactPermutationCollator(tokenizer, plm_probability=cfg.plm_probability,
                                           max_span_length=cfg.max_span_length)
+
+    def extra_layer_flops(self, hidden: int, batch: int, seq: int) -> float:
+        # relative attention: the position projection and the position scores over 2 x seq keys
+        return 2 * batch * 2 * seq * hidden * hidden + 2 * batch * seq * 2 * seq * hidden
 
     @contextlib.contextmanager
     def export_patches(self, model: torch.nn.Module) -> Iterator[None]:
