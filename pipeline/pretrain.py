@@ -77,7 +77,7 @@ def pretrain(family_name: str, params: Params, paths: Paths = Paths()) -> dict:
     seconds = time.perf_counter() - start
     metrics = {"train/final_loss": result.training_loss, "train_seconds": seconds,
                "tokens_per_second": trainer.tokens_seen * world / max(seconds, 1e-9),
-               "world_size": world, "parameters": sum(p.numel() for p in model.parameters()),
+               "steps": trainer.state.global_step, "world_size": world, "parameters": sum(p.numel() for p in model.parameters()),
                **evaluate_pretraining(model, heldout, trainer.data_collator, cfg.per_device_eval_batch_size,
                                       cfg.seed)}
     if trainer.is_world_process_zero():

@@ -86,3 +86,20 @@ def test_seeds_repeat_fine_tuning_and_report_mean_and_sd(workdir, tiny_params):
     assert summary["accuracy"]["mean"] == pytest.approx(sum(values) / 2)
     assert summary["accuracy"]["sd"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
     assert (workdir.seed_run("bert", 7) / "config.json").exists()
+
+
+@pytest.mark.parametrize("family_name", ["bert", "xlnet"])
+def test_reinit_top_layers_touches_only_the_top(prepared, tiny_params, family_name):
+    from pipeline.families import get_family
+    from pipeline.finetune import _reinit
+
+    family = get_family(family_name)
+    tok = AutoTokenizer.from_pretrained(prepared.tokenizer(family_name))
+    model = family.classifier_class(family.build_config(tiny_params.model, tok, num_labels=2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _reinit(model, family.top_modules(model, 1), seed=0)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    top = f"layer.{tiny_params.model.num_hidden_layers - 1}."
+    assert changed and all(top in k or "pooler" in k for k in changed)
+    assert any(top in k and k.endswith("weight") for k in changed)
+    assert ("bert.pooler.dense.weight" in changed) == (family_name == "bert")
