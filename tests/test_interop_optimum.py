@@ -2,68 +2,78 @@
 ORTModelForSequenceClassification with the same predictions, and matches Optimum's own export of the same
 checkpoint in numbers and, within noise, in latency.
 
-Skipped when optimum's ONNX Runtime support is not importable: optimum-onnx 0.1 pins transformers < 4.58,
-so it cannot be installed next to transformers 5 (install `bilm-pipeline[interop]` in a separate env).
+optimum-onnx 0.1 pins transformers < 4.58, so it cannot be installed next to transformers 5. The cross-check
+therefore runs in its own virtual environment (tests/interop/optimum_env.py: built once per machine, cached
+under $BILM_OPTIMUM_VENV or ~/.cache/bilm/optimum-venv) through tests/interop/optimum_check.py; it skips,
+with the reason, only when that venv cannot be built (no network). Set BILM_OPTIMUM_REQUIRED=1 to make that
+a failure instead. The two in-env tests below run only where optimum is importable in bilm's own env.
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from export_fixtures import bert_model_dir, bert_onnx_dir, texts  # noqa: F401
-
-try:
-    from optimum.onnxruntime import ORTModelForSequenceClassification
-except Exception as exc:  # ImportError, or an optimum built for another transformers failing on import
-    pytest.skip(f"optimum[onnxruntime] is not importable here ({type(exc).__name__}: {exc}); it caps "
-                f"transformers below 5 — run in an env with the `interop` extra", allow_module_level=True)
+from interop.optimum_env import VenvUnavailable, ensure_venv, venv_dir
 
 from pipeline.runtime import OrtPredictor
 
-
-def _median_ms(session, feed: dict, runs: int = 30) -> float:
-    session.run(None, feed)  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
+CHECK = Path(__file__).parent / "interop" / "optimum_check.py"
 
 
-def test_our_folder_loads_in_optimum_with_same_predictions(bert_onnx_dir, texts):
-    from transformers import AutoTokenizer
+@pytest.fixture(scope="session")
+def optimum_python() -> Path:
+    """The isolated optimum venv's python (built on first use: about 30 s from a local torch wheel)."""
+    start = time.perf_counter()
+    try:
+        python, marker = ensure_venv()
+    except VenvUnavailable as exc:
+        if os.environ.get("BILM_OPTIMUM_REQUIRED") == "1":
+            pytest.fail(f"optimum venv at {venv_dir()} could not be built: {exc}")
+        pytest.skip(f"optimum venv at {venv_dir()} could not be built (no network?): {exc}")
+    print(f"optimum venv {venv_dir()} ready in {time.perf_counter() - start:.1f} s "
+          f"(built in {marker.get('setup_s')} s on {marker.get('created')}): {', '.join(marker.get('installed', []))}")
+    return python
 
-    model = ORTModelForSequenceClassification.from_pretrained(bert_onnx_dir, file_name="model.onnx")
-    tokenizer = AutoTokenizer.from_pretrained(bert_onnx_dir)
-    enc = tokenizer(texts[:16], padding=True, truncation=True, max_length=256, return_tensors="np")
-    optimum_probs = _softmax(np.asarray(model(**enc).logits))
-    ours = OrtPredictor(bert_onnx_dir).classify(texts[:16])
-    np.testing.assert_allclose([list(r["probabilities"].values()) for r in ours], optimum_probs, atol=1e-5)
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*were truncated")  # one sample text is longer than 256 tokens, on purpose
+def test_optimum_cross_check_in_its_own_venv(optimum_python, bert_model_dir, bert_onnx_dir, texts, tmp_path):
+    """Our BERT folder in optimum's ORTModelForSequenceClassification, and optimum's own export of the same
+    checkpoint, both in the optimum venv (transformers 4.x) against our export and our torch-free runtime."""
+    sample = texts[:16]
+    (tmp_path / "texts.json").write_text(json.dumps(sample), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONNOUSERSITE="1")
+    proc = subprocess.run([str(optimum_python), str(CHECK), str(bert_onnx_dir), str(bert_model_dir), str(tmp_path),
+                           str(tmp_path / "texts.json"), "--runs", "50", "--threads", "1", "--max-length", "256"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
 
-def test_cross_check_against_optimums_own_export(bert_model_dir, bert_onnx_dir, texts, tmp_path):
-    import onnxruntime as ort
-    from optimum.exporters.onnx import main_export
-    from transformers import AutoTokenizer
-
-    main_export(str(bert_model_dir), tmp_path / "optimum", task="text-classification")
-    enc = AutoTokenizer.from_pretrained(bert_model_dir)(texts[:8], padding=True, truncation=True, max_length=128,
-                                                        return_tensors="np")
-    sessions = {name: ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
-                for name, path in {"ours": bert_onnx_dir, "optimum": tmp_path / "optimum"}.items()}
-    logits = {}
-    latency = {}
-    for name, session in sessions.items():
-        feed = {i.name: enc[i.name] for i in session.get_inputs()}
-        logits[name] = session.run(None, feed)[0]
-        latency[name] = _median_ms(session, feed)
-    diff = float(np.abs(logits["ours"] - logits["optimum"]).max())
-    print(f"optimum cross-check: max abs diff {diff:.2e}, median latency ours {latency['ours']:.2f} ms, "
-          f"optimum {latency['optimum']:.2f} ms")
-    assert diff <= 1e-4
-    assert 0.5 <= latency["ours"] / latency["optimum"] <= 2.0, latency  # tiny model, shared CPU: wide band
+    # transformers 4.x reads the tokenizer folder written by transformers 5 the same way `tokenizers` does
+    assert result["autotokenizer_same_ids"], result
+    # (1) optimum loads our folder and gives our logits, and our torch-free runtime's labels and probabilities
+    load = result["load"]
+    assert load["label_agreement"] == 1.0 and load["max_abs_diff"] <= 1e-4, load
+    ours = OrtPredictor(bert_onnx_dir).classify(sample)
+    id2label = load["id2label"]
+    optimum_probs = _softmax(np.asarray(load["logits"]))
+    assert [r["label"] for r in ours] == [id2label[str(i)] for i in optimum_probs.argmax(-1)]
+    ours_probs = np.array([[r["probabilities"][id2label[str(i)]] for i in range(len(id2label))] for r in ours])
+    np.testing.assert_allclose(ours_probs, optimum_probs, atol=1e-4)
+    # (2) optimum's own export of the same checkpoint: same numbers; latency recorded, not asserted
+    cross = result["cross"]
+    assert cross["label_agreement"] == 1.0 and cross["max_abs_diff"] <= 1e-4, cross
+    print(f"optimum cross-check ({result['versions']}): load max abs diff {load['max_abs_diff']:.2e}; "
+          f"optimum export max abs diff {cross['max_abs_diff']:.2e}; median latency at batch {result['batch']}, "
+          f"{cross['threads']} thread(s), {cross['runs']} runs: ours {cross['median_ms']['ours']:.2f} ms, "
+          f"optimum {cross['median_ms']['optimum']:.2f} ms, ratio {cross['latency_ratio_ours_over_optimum']:.2f}")
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
