@@ -53,17 +53,23 @@ def model_dir(family_name: str, shape: str, root: Path, corpus: Path) -> Path:
     return out
 
 
+def _wall_ms(call, iters: int, warmup: int = 10) -> list[float]:
+    """Milliseconds per call over `iters` calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        call()
+    wall = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        call()
+        wall.append((time.perf_counter() - start) * 1e3)
+    return wall
+
+
 def latency(predictor, batch: dict, iters: int) -> dict[str, float]:
     """End to end (host inputs -> host logits) and device-only (execute_async_v3, inputs resident), in ms."""
     import torch
 
-    for _ in range(10):
-        predictor.run(batch)
-    wall = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        predictor.run(batch)
-        wall.append((time.perf_counter() - start) * 1e3)
+    wall = _wall_ms(lambda: predictor.run(batch), iters)
     begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     with torch.cuda.stream(predictor.stream):
         begin.record(predictor.stream)
@@ -83,13 +89,7 @@ def ort_latency(onnx_dir: Path, batch: dict, iters: int) -> dict[str, float] | N
     from pipeline.runtime import OrtPredictor
 
     predictor = OrtPredictor(onnx_dir, provider="cuda")
-    for _ in range(10):
-        predictor.predict_logits(batch)
-    wall = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        predictor.predict_logits(batch)
-        wall.append((time.perf_counter() - start) * 1e3)
+    wall = _wall_ms(lambda: predictor.predict_logits(batch), iters)
     return {"ort_cuda_fp32_p50_ms": float(np.median(wall))}
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import runpy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
@@ -223,14 +225,16 @@ def test_cli_export_reports_errors_without_traceback(tmp_path):
     assert result.exit_code == 1 and "does not exist" in result.output and "Traceback" not in result.output
 
 
-def test_stage_script_exports_paths_model_to_paths_onnx(xlnet_model_dir, tmp_path, monkeypatch):
+def test_stage_script_exports_paths_model_to_paths_onnx(xlnet_model_dir, tmp_path):
     import shutil
 
     shutil.copytree(xlnet_model_dir, tmp_path / "artifacts" / "models" / "xlnet")
     (tmp_path / "params.yaml").write_text("export:\n  exporter: torchscript\n")
-    monkeypatch.chdir(tmp_path)
-    stage = runpy.run_path(str(REPO / "stages" / "export.py"), run_name="stage")
-    stage["main"]("xlnet")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "export.py"), "xlnet"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "xlnet: torchscript exporter" in proc.stdout
     info = json.loads((tmp_path / "artifacts" / "onnx" / "xlnet" / "export.json").read_text())
     assert info["exporter"] == "torchscript"  # params.yaml overrides the family's dynamo
     assert not {n.op_type for n in onnx.load(str(tmp_path / "artifacts/onnx/xlnet/model.onnx")).graph.node} \

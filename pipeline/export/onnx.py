@@ -322,3 +322,13 @@ def export_summary(info: dict[str, Any]) -> str:
 
 def read_export_info(onnx_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(onnx_dir) / "export.json").read_text(encoding="utf-8"))
+
+
+def export_family(family: str, params, paths=None) -> dict[str, Any]:
+    """The export stage: artifacts/models/FAMILY -> artifacts/onnx/FAMILY, parity on the test split's texts."""
+    from pipeline.paths import Paths
+
+    paths = paths or Paths()
+    texts = load_parity_texts(paths.split("test"), field=params.data.text_column)
+    return export_onnx(paths.model(family), paths.onnx(family), opset=params.export.opset,
+                       atol=params.export.atol, exporter=params.export.exporter, texts=texts)
