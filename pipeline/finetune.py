@@ -116,6 +116,26 @@ def _class_weights(labels: list[int], n: int) -> torch.Tensor:
     return torch.tensor(len(labels) / (n * np.maximum(counts, 1)), dtype=torch.float32)
 
 
+def _make_trainer(family_name: str, params: Params, paths: Paths, stage: str, init: str, model, tokenizer,
+                  data: dict, train_labels: list[int], id2label: dict[int, str]):
+    """The Trainer (class-weighted loss, per-epoch eval and selection on macro-F1), its dvclive callback,
+    and the checkpoint folder with the checkpoint to resume from, if any."""
+    cfg = params.finetune
+    fingerprint = {"family": family_name, "init": init, "finetune": dataclasses.asdict(cfg),
+                   "model": params.model.__dict__, "data": params.data.__dict__}
+    ckpt_dir = paths.checkpoints(stage, family_name)
+    resume_from = prepare_checkpoints(ckpt_dir, fingerprint)
+    callback = LiveCallback(paths.metrics(stage, family_name), resume=resume_from is not None)
+    args = training_args(cfg, ckpt_dir, num_train_epochs=cfg.num_train_epochs, eval_strategy="epoch",
+                         save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="f1_macro",
+                         greater_is_better=True, train_sampling_strategy="group_by_length")
+    weights = _class_weights(train_labels, len(id2label)) if cfg.class_weighted_loss else None
+    trainer = WeightedTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
+                              data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+                              compute_metrics=_eval_metrics(id2label), callbacks=[callback], class_weights=weights)
+    return trainer, callback, ckpt_dir, resume_from
+
+
 def finetune(family_name: str, params: Params, paths: Paths = Paths(), ablation: bool = False,
              seed_run: bool = False) -> dict:
     """Fine-tune and test one classifier. `ablation`: random init; `seed_run`: a repeat with
@@ -132,18 +152,8 @@ def finetune(family_name: str, params: Params, paths: Paths = Paths(), ablation:
     out_dir = paths.model(family_name, ablation)
     if seed_run:
         stage, out_dir = f"finetune_seed{cfg.seed}", paths.seed_run(family_name, cfg.seed)
-    fingerprint = {"family": family_name, "init": init, "finetune": dataclasses.asdict(cfg),
-                   "model": params.model.__dict__, "data": params.data.__dict__}
-    ckpt_dir = paths.checkpoints(stage, family_name)
-    resume_from = prepare_checkpoints(ckpt_dir, fingerprint)
-    callback = LiveCallback(paths.metrics(stage, family_name), resume=resume_from is not None)
-    args = training_args(cfg, ckpt_dir, num_train_epochs=cfg.num_train_epochs, eval_strategy="epoch",
-                         save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="f1_macro",
-                         greater_is_better=True, train_sampling_strategy="group_by_length")
-    weights = _class_weights(splits["train"][1], len(label2id)) if cfg.class_weighted_loss else None
-    trainer = WeightedTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
-                              data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
-                              compute_metrics=_eval_metrics(id2label), callbacks=[callback], class_weights=weights)
+    trainer, callback, ckpt_dir, resume_from = _make_trainer(family_name, params, paths, stage, init, model,
+                                                             tokenizer, data, splits["train"][1], id2label)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
