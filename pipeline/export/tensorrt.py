@@ -24,7 +24,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -335,12 +335,9 @@ def exact_batch(encoder, texts: Sequence[str], batch: int, seq: int, offset: int
 def calibration_batches(onnx_dir: str | Path, texts: Sequence[str], samples: int, batch_size: int,
                         max_sequence: int) -> list[dict[str, np.ndarray]]:
     """Train texts tokenized as the runtime does (length-sorted batches, cut at max_sequence)."""
-    from pipeline.runtime.text import TextEncoder
+    from pipeline.export.calibration import encode_batches
 
-    encoder = TextEncoder(onnx_dir)
-    encoder.tokenizer.enable_truncation(min(max_sequence, encoder.max_length))
-    items = sorted(encoder.encode(list(texts[:samples])), key=lambda e: len(e.ids))
-    return [encoder.pad(items[i: i + batch_size]) for i in range(0, len(items), batch_size)]
+    return encode_batches(onnx_dir, list(texts[:samples]), batch_size, max_sequence)
 
 
 # --- ONNX graphs per precision (CPU) -------------------------------------------------------------------
@@ -358,17 +355,11 @@ def quantize_qdq(model_path: Path, out_path: Path, batches: list[dict[str, np.nd
 
 
 def _quantize_ort(model_path: Path, out_path: Path, batches: list[dict[str, np.ndarray]]) -> dict[str, Any]:
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches: Iterator[dict[str, np.ndarray]] = iter(batches)
+    from pipeline.export.calibration import BatchReader
 
-        def get_next(self):
-            return next(self.batches, None)
-
-    quantize_static(str(model_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
+    quantize_static(str(model_path), str(out_path), BatchReader(batches), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=["MatMul", "Gemm"], per_channel=False,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
