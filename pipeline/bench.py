@@ -78,7 +78,7 @@ def rooflines(workdir: Path, threads: int, repeats: int = 5) -> dict[str, float]
     out = {}
     for name, int8 in (("fp32", False), ("int8", True)):
         session = _matmul_session(workdir / f"matmul_{name}.onnx", threads, int8)
-        times = _time(lambda: session.run(None, {"x": x}), repeats, warmup=1)
+        times = time_calls(lambda: session.run(None, {"x": x}), repeats, warmup=1)
         out[name] = 2 * ROOFLINE_N ** 3 / min(times) / 1e9
     return out
 
@@ -92,7 +92,8 @@ def _session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _time(fn, iterations: int, warmup: int) -> list[float]:
+def time_calls(fn, iterations: int, warmup: int) -> list[float]:
+    """Seconds per call of `fn` over `iterations` calls, after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -125,7 +126,8 @@ def time_torch(model_dir: Path, shapes, settings: BenchSettings) -> dict[str, An
     for batch, seq in shapes:
         feed = {k: torch.from_numpy(v) for k, v in synthetic_batch(batch, seq, model.config.vocab_size).items()}
         with torch.inference_mode():
-            out[f"{batch}x{seq}"] = _stats(_time(lambda: model(**feed), settings.iterations, settings.warmup), batch)
+            times = time_calls(lambda: model(**feed), settings.iterations, settings.warmup)
+            out[f"{batch}x{seq}"] = _stats(times, batch)
     return out
 
 
@@ -135,7 +137,7 @@ def time_ort(folder: Path, shapes, settings: BenchSettings, vocab: int) -> dict[
     out = {}
     for batch, seq in shapes:
         feed = {k: v for k, v in synthetic_batch(batch, seq, vocab).items() if k in names}
-        out[f"{batch}x{seq}"] = _stats(_time(lambda: session.run(None, feed), settings.iterations,
+        out[f"{batch}x{seq}"] = _stats(time_calls(lambda: session.run(None, feed), settings.iterations,
                                              settings.warmup), batch)
     return out
 
@@ -170,7 +172,8 @@ def time_real_texts(folder: Path, texts: list[str], threads: int) -> dict[str, A
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         predictor.classify(texts[:4], batch_size=1)  # warm-up
-        singles = [t for text in texts[:50] for t in _time(lambda: predictor.classify([text], batch_size=1), 1, 0)]
+        singles = [t for text in texts[:50]
+                   for t in time_calls(lambda: predictor.classify([text], batch_size=1), 1, 0)]
         start = time.perf_counter()
         predictor.classify(texts, batch_size=32)
         elapsed = time.perf_counter() - start

@@ -55,14 +55,9 @@ def model_dir(family_name: str, shape: str, root: Path, corpus: Path) -> Path:
 
 def _wall_ms(call, iters: int, warmup: int = 10) -> list[float]:
     """Milliseconds per call over `iters` calls, after `warmup` untimed ones."""
-    for _ in range(warmup):
-        call()
-    wall = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        call()
-        wall.append((time.perf_counter() - start) * 1e3)
-    return wall
+    from pipeline.bench import time_calls
+
+    return [t * 1e3 for t in time_calls(call, iters, warmup)]
 
 
 def latency(predictor, batch: dict, iters: int) -> dict[str, float]:
