@@ -30,11 +30,14 @@ try:
 except Exception as exc:
     print("probe failed:", exc)
 from pipeline.export.tensorrt import unavailable_reason
+from pipeline.runtime.ort import onnxruntime_conflict, tensorrt_ep_mismatch
 print("engine build possible:", unavailable_reason() or "yes")
+print("onnxruntime install:", onnxruntime_conflict() or "ok")
+print("ORT TensorRT EP vs installed TensorRT:", tensorrt_ep_mismatch() or "ok (or one of them absent)")
 EOF
 
 if ! python -c "import tensorrt" 2>/dev/null; then
-  echo "TensorRT is NOT installed here: pip install 'bilm-pipeline[gpu]' (needs a network), then rerun."
+  echo "TensorRT is NOT installed here: bash scripts/install.sh --gpu (needs PyPI and pypi.nvidia.com), then rerun."
   echo "Running what is possible without it (the CPU tests of tests/test_tensorrt.py)."
   timeout 300 python -m pytest tests/test_tensorrt.py -q -x -p no:cacheprovider 2>&1 | tail -15
   exit 2

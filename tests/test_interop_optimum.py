@@ -3,7 +3,7 @@ ORTModelForSequenceClassification with the same predictions, and matches Optimum
 checkpoint in numbers and, within noise, in latency.
 
 optimum-onnx 0.1 pins transformers < 4.58, so it cannot be installed next to transformers 5. The cross-check
-therefore runs in its own virtual environment (tests/interop/optimum_env.py: built once per machine, cached
+therefore runs in its own virtual environment (tests/interop/venvs.py, OPTIMUM: built once per machine, cached
 under $BILM_OPTIMUM_VENV or ~/.cache/bilm/optimum-venv) through tests/interop/optimum_check.py; it skips,
 with the reason, only when that venv cannot be built (no network). Set BILM_OPTIMUM_REQUIRED=1 to make that
 a failure instead. The two in-env tests below run only where optimum is importable in bilm's own env.
@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from export_fixtures import bert_model_dir, bert_onnx_dir, texts  # noqa: F401
-from interop.optimum_env import VenvUnavailable, ensure_venv, venv_dir
+from interop.venvs import OPTIMUM, venv_python_or_skip
 
 from pipeline.runtime import OrtPredictor
 
@@ -29,16 +28,7 @@ CHECK = Path(__file__).parent / "interop" / "optimum_check.py"
 @pytest.fixture(scope="session")
 def optimum_python() -> Path:
     """The isolated optimum venv's python (built on first use: about 30 s from a local torch wheel)."""
-    start = time.perf_counter()
-    try:
-        python, marker = ensure_venv()
-    except VenvUnavailable as exc:
-        if os.environ.get("BILM_OPTIMUM_REQUIRED") == "1":
-            pytest.fail(f"optimum venv at {venv_dir()} could not be built: {exc}")
-        pytest.skip(f"optimum venv at {venv_dir()} could not be built (no network?): {exc}")
-    print(f"optimum venv {venv_dir()} ready in {time.perf_counter() - start:.1f} s "
-          f"(built in {marker.get('setup_s')} s on {marker.get('created')}): {', '.join(marker.get('installed', []))}")
-    return python
+    return venv_python_or_skip(OPTIMUM)
 
 
 @pytest.mark.slow

@@ -131,6 +131,29 @@ def test_unavailable_provider_is_a_clear_error(onnx_dir, provider):
         OrtPredictor(onnx_dir, provider=provider)
 
 
+def test_onnxruntime_and_onnxruntime_gpu_together_is_named_with_the_fix():
+    from pipeline.runtime.ort import onnxruntime_conflict
+
+    message = onnxruntime_conflict({"onnxruntime", "onnxruntime-gpu", "numpy"})
+    assert "both installed" in message and "pip uninstall -y onnxruntime onnxruntime-gpu" in message
+    assert onnxruntime_conflict({"onnxruntime-gpu", "numpy"}) is None
+    assert onnxruntime_conflict({"onnxruntime"}) is None
+
+
+def test_tensorrt_ep_linked_against_another_tensorrt_major_says_which_to_install(tmp_path):
+    """onnxruntime-gpu 1.31.1's TensorRT EP links libnvinfer.so.10 (and CUDA 13): `pip install tensorrt`
+    now gives TensorRT 11, which that EP cannot load. The check reads the library's dynamic string table."""
+    from pipeline.runtime.ort import tensorrt_ep_mismatch
+
+    library = tmp_path / "libonnxruntime_providers_tensorrt.so"
+    library.write_bytes(b"\x7fELF\x00libdl.so.2\x00libnvinfer.so.10\x00libnvonnxparser.so.10\x00libcudart.so.13\x00")
+    message = tensorrt_ep_mismatch(library, "11.4.0.106")
+    assert "links TensorRT 10 (libnvinfer.so.10)" in message and "TensorRT 11.4.0.106 is installed" in message
+    assert "'tensorrt-cu13>=10,<11'" in message and "trt-fp16" in message
+    assert tensorrt_ep_mismatch(library, "10.16.1.11") is None
+    assert tensorrt_ep_mismatch(tmp_path / "absent.so", "11.4.0.106") is None
+
+
 # --- bilm predict --------------------------------------------------------------------------------------
 def test_predict_texts_as_arguments(onnx_dir):
     result = CliRunner().invoke(predict, [str(onnx_dir), "great coffee", "stale tea"])

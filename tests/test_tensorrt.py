@@ -23,7 +23,7 @@ from pipeline.export.commands import export
 from pipeline.export.lint import lint_tensorrt
 from pipeline.export.tensorrt import (EngineError, EngineParityError, Profile, build_engines, calibration_batches,
                                       check_request, check_workspace, compat_problem, convert_fp16, engine_name,
-                                      exact_batch, lint_or_raise, model_max_positions, pad_to_profile,
+                                      exact_batch, lint_or_raise, model_max_positions, modelopt_version, pad_to_profile,
                                       parity_record, parity_shapes, parse_engine_name, pick_profile,
                                       quantize_qdq, rebuild_reason, resolve_typing, run_stage, summarize_parity,
                                       unavailable_reason, validate_profiles)
@@ -152,6 +152,15 @@ def test_unknown_precision_is_refused():
         check_request(EngineConfig(precisions=["fp8"]))
 
 
+def test_modelopt_quantizer_without_modelopt_says_how_to_get_it():
+    try:
+        version = modelopt_version()
+    except EngineError as exc:
+        assert "scripts/install.sh --gpu" in str(exc) and "engine.quantizer: ort" in str(exc)
+    else:
+        assert version[0].isdigit()
+
+
 def test_parity_tolerance_per_precision():
     expected = np.array([[1.0, 0.0], [0.0, 1.0]])
     tol = EngineTolerance(atol=0.05, min_label_agreement=1.0)
@@ -205,10 +214,16 @@ def test_lint_rejects_asymmetric_uint8_qdq():
 
 
 # --- precision graphs (CPU) ----------------------------------------------------------------------------
-def test_int8_qdq_graph_has_qdq_nodes_passes_the_lint_and_stays_close(onnx_dir, texts, tmp_path):
+@pytest.mark.parametrize("quantizer", ["ort", "modelopt"])
+def test_int8_qdq_graph_has_qdq_nodes_passes_the_lint_and_stays_close(onnx_dir, texts, tmp_path, quantizer):
+    if quantizer == "modelopt":  # the gpu extra; it brings onnxruntime-gpu, so CI's CPU install lacks it
+        try:
+            modelopt_version()
+        except EngineError as exc:
+            pytest.skip(str(exc))
     batches = calibration_batches(onnx_dir, texts[:200], samples=64, batch_size=16, max_sequence=128)
-    info = quantize_qdq(onnx_dir / "model.onnx", tmp_path / "q.onnx", batches, quantizer="ort")
-    assert info["format"] == "QDQ" and info["calibration_batches"] == 4
+    info = quantize_qdq(onnx_dir / "model.onnx", tmp_path / "q.onnx", batches, quantizer=quantizer)
+    assert info["format"] == "QDQ" and info["calibration_rows"] == 64
     graph = onnx.load(str(tmp_path / "q.onnx"))
     ops = [n.op_type for n in graph.graph.node]
     assert ops.count("QuantizeLinear") >= 4 and ops.count("DequantizeLinear") >= 4
@@ -219,6 +234,24 @@ def test_int8_qdq_graph_has_qdq_nodes_passes_the_lint_and_stays_close(onnx_dir, 
     expected, got = (s.run(None, batch)[0] for s in (fp32, qdq))
     diff = np.abs(expected - got).max()
     assert 0 < diff <= 0.1 * np.abs(expected).max(), (expected, got)  # quantized, and within 10% of the logits
+
+
+@pytest.mark.slow
+def test_modelopt_qdq_graphs_in_the_modelopt_venv():
+    """The modelopt rows above, where modelopt is installed: in its own venv (tests/interop/venvs.py, MODELOPT:
+    it needs onnxruntime-gpu), both families, ORT's quantizer run after modelopt's in the same process."""
+    import re
+
+    from interop.venvs import MODELOPT, venv_python_or_skip
+
+    python = venv_python_or_skip(MODELOPT)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST")}
+    proc = subprocess.run([str(python), "-m", "pytest", "tests/test_tensorrt.py", "-q", "-p", "no:cacheprovider",
+                           "-k", "int8_qdq_graph or modelopt_quantizer"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900)
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert re.search(r"\b5 passed\b", summary) and "skipped" not in summary, summary
 
 
 def test_fp16_graph_keeps_int64_inputs_and_fp32_logits(bert_onnx_dir, tmp_path):

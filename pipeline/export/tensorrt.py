@@ -21,6 +21,8 @@ import hashlib
 import logging
 import re
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,7 +275,7 @@ def unavailable_reason(device: int = 0) -> str | None:
         import tensorrt  # noqa: F401
     except (ImportError, OSError) as exc:  # OSError: the wheel is there but its libraries are not
         reasons.append(f"TensorRT not installed ({type(exc).__name__}: {str(exc)[:120]}); "
-                       f"pip install 'bilm-pipeline[gpu]' on a CUDA machine")
+                       f"bash scripts/install.sh --gpu on a CUDA machine")
     return "; ".join(reasons) or None
 
 
@@ -368,21 +370,43 @@ def _quantize_ort(model_path: Path, out_path: Path, batches: list[dict[str, np.n
 
     return {"quantizer": "onnxruntime.quantization.quantize_static", "version": onnxruntime.__version__,
             "format": "QDQ", "activations": "int8 symmetric", "weights": "int8 symmetric per-tensor",
-            "calibration": "MinMax", "calibration_batches": len(batches), "ops": ["MatMul", "Gemm"]}
+            "calibration": "MinMax", "calibration_batches": len(batches),
+            "calibration_rows": sum(len(b["input_ids"]) for b in batches), "ops": ["MatMul", "Gemm"]}
 
 
 def _quantize_modelopt(model_path: Path, out_path: Path, batches: list[dict[str, np.ndarray]]) -> dict[str, Any]:
-    import modelopt
-    from modelopt.onnx.quantization import quantize as mo_quantize
-
+    """nvidia-modelopt's ONNX PTQ (max calibration; fp16 where not quantized), run in its own process:
+    importing it patches onnxruntime.quantization's calibrators process-wide (modelopt's ort_patching), after
+    which ORT's own quantize_static failed on XLNet in the same process."""
+    version = modelopt_version()
     # modelopt wants {input name: array} with all calibration rows at one shape: pad to the longest batch
     seq = max(b["input_ids"].shape[1] for b in batches)
     calib = {name: np.concatenate([np.pad(b[name], ((0, 0), (0, seq - b[name].shape[1]))) for b in batches])
              for name in batches[0]}
-    mo_quantize(onnx_path=str(model_path), quantize_mode="int8", calibration_data=calib,
-                calibration_method="max", output_path=str(out_path))
-    return {"quantizer": "modelopt.onnx.quantization", "version": modelopt.__version__, "format": "QDQ",
+    data = out_path.with_name(out_path.stem + ".calibration.npz")
+    np.savez(data, **calib)
+    cmd = [sys.executable, "-m", "modelopt.onnx.quantization", "--onnx_path", str(model_path),
+           "--quantize_mode", "int8", "--calibration_method", "max", "--calibration_data_path", str(data),
+           "--output_path", str(out_path)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    data.unlink(missing_ok=True)
+    if result.returncode != 0 or not out_path.is_file():
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise EngineError(f"nvidia-modelopt {version} could not quantize {model_path.name} (exit "
+                          f"{result.returncode}):\n{tail}\nset engine.quantizer: ort to use ONNX Runtime's instead")
+    return {"quantizer": "modelopt.onnx.quantization", "version": version, "format": "QDQ",
             "calibration": "max", "calibration_rows": int(calib["input_ids"].shape[0])}
+
+
+def modelopt_version() -> str:
+    """The installed nvidia-modelopt, or an EngineError saying how to get it (checked before any build)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nvidia-modelopt")
+    except PackageNotFoundError:
+        raise EngineError("engine.quantizer = modelopt needs nvidia-modelopt[onnx]: bash "
+                          "scripts/install.sh --gpu (the gpu extra), or set engine.quantizer: ort") from None
 
 
 def convert_fp16(model_path: Path, out_path: Path) -> dict[str, Any]:
@@ -434,8 +458,8 @@ def _parse(trt, network, logger, path: Path) -> None:
     errors = []
     for i in range(parser.num_errors):
         err = parser.get_error(i)
-        node = getattr(err, "node_name", lambda: "")() or f"#{err.node()}"
-        op = getattr(err, "node_operator", lambda: "")() or "?"
+        node = err.node_name() or f"#{err.node()}"
+        op = err.node_operator() or "?"
         errors.append(f"{op} node {node}: {err.desc()}")
     raise EngineError(f"TensorRT {trt.__version__}'s ONNX parser rejected {path.name}:\n" + "\n".join(errors)
                       + "\nrun `python -c 'from pipeline.export.lint import *; print(format_findings("
@@ -462,15 +486,15 @@ def _builder_config(trt, builder, precision: str, typing: str, cfg: EngineConfig
 
 
 def _add_profiles(builder, config, network, profiles: Sequence[Profile]) -> None:
-    names = [network.get_input(i).name for i in range(network.num_inputs)]
+    names = [tensor.name for tensor in map(network.get_input, range(network.num_inputs))]
     unknown = sorted(set(names) - set(INPUTS))
     if unknown:
         raise EngineError(f"the graph wants inputs {unknown}; a text classifier engine feeds only {INPUTS}")
     for p in profiles:
-        profile = builder.create_optimization_profile()
+        optimization_profile = builder.create_optimization_profile()
         for name in names:
-            profile.set_shape(name, *p.shapes())  # min, opt, max [batch, sequence]
-        config.add_optimization_profile(profile)
+            optimization_profile.set_shape(name, *p.shapes())  # min, opt, max [batch, sequence]
+        config.add_optimization_profile(optimization_profile)
 
 
 def _load_timing_cache(config, path: Path, facts: dict[str, Any]):
@@ -492,7 +516,8 @@ def _load_timing_cache(config, path: Path, facts: dict[str, Any]):
 def _save_timing_cache(config, path: Path, stamp: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    cache = config.get_timing_cache()
+    tmp.write_bytes(memoryview(cache.serialize()))
     tmp.replace(path)
     write_json(path.with_name(path.name + ".json"), stamp)
 
@@ -628,7 +653,7 @@ def skip_record(family: str, reason: str, cfg: EngineConfig, profiles: Sequence[
     return {"family": family, "built": False, "reason": reason, "precisions": list(cfg.precisions),
             "profiles": [p.to_dict() for p in profiles], "engines": {},
             "note": "evaluation leaves TensorRT out; rebuild on a CUDA machine with TensorRT "
-                    "(pip install 'bilm-pipeline[gpu]'; dvc repro -f -s engine@" + family + ")"}
+                    "(bash scripts/install.sh --gpu; dvc repro -f -s engine@" + family + ")"}
 
 
 def _family_of(onnx_dir: Path) -> str:
@@ -656,6 +681,8 @@ def build_engines(onnx_dir: str | Path, out_dir: str | Path, cfg: EngineConfig, 
         return summary
     if "int8" in cfg.precisions and not calibration_texts:
         raise EngineError("int8 needs calibration texts (the train split); pass calibration_texts")
+    if "int8" in cfg.precisions and cfg.quantizer == "modelopt":
+        modelopt_version()
     return _build_all(onnx_dir, out_dir, cfg, family, profiles, plan, calibration_texts or [],
                       list(parity_texts or calibration_texts or []), Path(timing_cache or Paths().timing_cache))
 

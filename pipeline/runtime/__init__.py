@@ -1,7 +1,8 @@
 """Inference behind one interface, `Predictor`. The ONNX Runtime path imports neither torch nor transformers.
 
-Backends: `OrtPredictor` (onnxruntime + tokenizers). Later: PyTorch and TensorRT predictors, imported
-lazily by whoever needs them, so this package stays importable without torch.
+Backends: `OrtPredictor` (onnxruntime + tokenizers; CPU, or CUDA and TensorRT execution providers with
+onnxruntime-gpu), and, imported lazily by whoever needs them so that this package stays importable without
+torch: `pipeline.runtime.torch_backend` (PyTorch) and `pipeline.runtime.trt.TrtPredictor` (TensorRT engines).
 """
 from pipeline.runtime.base import Predictor, TruncationWarning, softmax
 from pipeline.runtime.inputs import (InputItem, classify_items, items_from_jsonl, items_from_lines,

@@ -24,9 +24,49 @@ def resolve_providers(provider: str) -> list[str]:
     wanted, available = PROVIDERS[provider][0], ort.get_available_providers()
     if wanted not in available:
         raise PredictorError(f"provider {provider!r} needs {wanted}, which this onnxruntime build lacks "
-                             f"(it has {', '.join(available)}); install onnxruntime-gpu on a CUDA machine "
-                             f"(pip install 'bilm-pipeline[gpu]') or use --provider cpu")
+                             f"(it has {', '.join(available)}); "
+                             + (onnxruntime_conflict() or "install onnxruntime-gpu on a CUDA machine (bash "
+                                "scripts/install.sh --gpu)") + ", or use --provider cpu")
     return [p for p in PROVIDERS[provider] if p in available]
+
+
+def onnxruntime_conflict(installed: set[str] | None = None) -> str | None:
+    """Both onnxruntime and onnxruntime-gpu installed: they share the `onnxruntime` module, and whichever was
+    written last wins, often without the GPU providers. The fix, or None when only one is there."""
+    if installed is None:
+        from importlib.metadata import distributions
+
+        installed = {(d.metadata["Name"] or "").lower() for d in distributions()}
+    if {"onnxruntime", "onnxruntime-gpu"} <= installed:
+        return ("onnxruntime and onnxruntime-gpu are both installed and overwrite each other's files: run "
+                "`pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu` (or bash "
+                "scripts/install.sh --gpu, which does it)")
+    return None
+
+
+def tensorrt_ep_mismatch(library: str | Path | None = None, tensorrt_version: str | None = None) -> str | None:
+    """ONNX Runtime's TensorRT EP is linked against one TensorRT major (libnvinfer.so.N); with another one
+    installed it cannot start. Say which to install, or None if they match (or either is absent)."""
+    import re
+    from importlib.metadata import PackageNotFoundError, version
+
+    library = Path(library or Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_tensorrt.so")
+    if tensorrt_version is None:
+        try:
+            tensorrt_version = version("tensorrt")
+        except PackageNotFoundError:
+            return None
+    if not library.is_file():
+        return None
+    linked = sorted(set(re.findall(rb"libnvinfer\.so\.(\d+)\x00", library.read_bytes())))
+    installed = tensorrt_version.split(".")[0]
+    if not linked or installed.encode() in linked:
+        return None
+    want = linked[0].decode()
+    return (f"onnxruntime {ort.__version__}'s TensorRT execution provider links TensorRT {want} "
+            f"(libnvinfer.so.{want}), but TensorRT {tensorrt_version} is installed: for --provider tensorrt "
+            f"install TensorRT {want} (pip install 'tensorrt-cu13>={want},<{int(want) + 1}', or -cu12 to match a "
+            f"CUDA 12 onnxruntime-gpu); bilm's own engines (trt-fp16, trt-int8) work with either")
 
 
 # --- TensorRT execution provider options (issue 4) ------------------------------------------------------
@@ -68,8 +108,10 @@ class OrtPredictor(Predictor):
             raise PredictorError(f"{path} is corrupt or truncated and ONNX Runtime cannot load it "
                                  f"({str(exc).strip().splitlines()[0][:300]}); re-run `bilm export onnx`") from None
         if providers[0] not in self.session.get_providers():
-            raise PredictorError(f"{providers[0]} is installed but failed to start (CUDA, cuDNN or TensorRT "
-                                 f"libraries missing?); ONNX Runtime fell back to {self.session.get_providers()}")
+            why = (providers[0] == "TensorrtExecutionProvider" and tensorrt_ep_mismatch()) or (
+                "CUDA, cuDNN or TensorRT libraries missing?")
+            raise PredictorError(f"{providers[0]} is installed but failed to start ({why}); ONNX Runtime fell "
+                                 f"back to {self.session.get_providers()}")
         self.provider = provider
         self.inputs = {i.name: _NUMPY_TYPES.get(i.type, np.int64) for i in self.session.get_inputs()}
         self._check_inputs()

@@ -1,4 +1,4 @@
-"""Optimum cross-check, run with the python of the isolated optimum venv (see optimum_env.py), never imported
+"""Optimum cross-check, run with the python of the isolated optimum venv (see venvs.py), never imported
 by the test suite itself: optimum's ONNX Runtime support caps transformers below 5, bilm needs 5.
 
     python optimum_check.py ONNX_DIR MODEL_DIR WORK_DIR TEXTS_JSON [--runs N] [--threads T]
