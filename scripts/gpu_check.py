@@ -90,7 +90,7 @@ def ort_latency(onnx_dir: Path, batch: dict, iters: int) -> dict[str, float] | N
 
 def check(family: str, shape: str, precisions: list[str], root: Path, corpus: Path, all_texts: list[str],
           iters: int) -> dict:
-    from pipeline.config import EngineConfig, EngineProfile
+    from pipeline.config import EngineConfig, EngineProfile, EngineTolerance, EngineTolerances
     from pipeline.export.onnx import export_onnx
     from pipeline.export.tensorrt import build_engines, exact_batch
     from pipeline.runtime.trt import TrtPredictor
@@ -100,8 +100,12 @@ def check(family: str, shape: str, precisions: list[str], root: Path, corpus: Pa
         start = time.perf_counter()
         export_onnx(model_dir(family, shape, root, corpus), onnx_dir, texts=all_texts[:120])
         print(f"  {family}/{shape}: ONNX export {time.perf_counter() - start:.1f}s", flush=True)
+    # random weights give near-tied logits, so label agreement says little here: record parity, and judge it
+    # against the params' tolerances below instead of stopping before the latency is measured
+    report_only = EngineTolerance(atol=1e30, min_label_agreement=0.0)
     cfg = EngineConfig(precisions=precisions, profiles=[EngineProfile(1, 1, 8, 8, 128, 256)],
-                       workspace_mib=4096, calibration_samples=128)
+                       workspace_mib=4096, calibration_samples=128,
+                       tolerances=EngineTolerances(fp16=report_only, int8=report_only))
     summary = build_engines(onnx_dir, root / f"{family}-{shape}-engines", cfg, family=family,
                             calibration_texts=all_texts[:1000], parity_texts=all_texts[1000:1256],
                             timing_cache=root / "timing.cache")
@@ -112,9 +116,11 @@ def check(family: str, shape: str, precisions: list[str], root: Path, corpus: Pa
     for precision, info in summary["engines"].items():
         predictor = TrtPredictor(root / f"{family}-{shape}-engines" / precision)
         batch = exact_batch(predictor.encoder, all_texts, 1, 128)
+        wanted = getattr(EngineTolerances(), precision)  # the defaults params.yaml also sets
         result["engines"][precision] = {"build_seconds": info.get("build_seconds"),
                                         "parity_max_abs_diff": info["parity"]["max_abs_diff"],
                                         "label_agreement": info["parity"]["label_agreement"],
+                                        "within_default_tolerance": info["parity"]["max_abs_diff"] <= wanted.atol,
                                         **latency(predictor, batch, iters)}
     result["ort"] = ort_latency(onnx_dir, batch, iters)
     return result
@@ -146,7 +152,8 @@ def main() -> int:
     for r in results:
         for precision, e in r["engines"].items():
             print(f"{r['family']:6s} {r['shape']:5s} {precision:5s} build {e['build_seconds']:7.1f}s  parity "
-                  f"{e['parity_max_abs_diff']:.2e} agree {e['label_agreement']:.0%}  b1xs128 e2e p50 "
+                  f"{e['parity_max_abs_diff']:.2e} (tolerance {'met' if e['within_default_tolerance'] else 'MISSED'}) "
+                  f"agree {e['label_agreement']:.0%}  b1xs128 e2e p50 "
                   f"{e['e2e_p50_ms']:.3f} ms  device {e['device_ms']:.3f} ms")
         if r.get("ort"):
             print(f"{r['family']:6s} {r['shape']:5s} ORT CUDA fp32 b1xs128 p50 "

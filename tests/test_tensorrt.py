@@ -390,6 +390,31 @@ def test_gpu_predictor_matches_onnx_runtime_and_refuses_too_large(built, onnx_di
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_gpu_engine_gives_the_same_logits_in_polygraphys_runner(built, texts, precision):
+    """A second, independent TensorRT runner (Polygraphy's TrtRunner, the gpu extra) on the same engine file:
+    TrtPredictor's buffers, profile switching and int64 -> int32 casts must not change a number."""
+    polygraphy_trt = pytest.importorskip("polygraphy.backend.trt", reason="polygraphy not installed")
+    from polygraphy.backend.common import BytesFromPath
+    from polygraphy.datatype import DataType
+
+    from pipeline.runtime.trt import TrtPredictor
+
+    folder = built[0] / precision
+    predictor = TrtPredictor(folder)
+    for index, (b, s) in [(1, (4, 16)), (0, (1, 128)), (1, (32, 128))]:  # profile 1, then 0, then 1 again
+        batch = exact_batch(predictor.encoder, texts, b, s)
+        ours = predictor.run(batch, profile=index)
+        engine = polygraphy_trt.EngineFromBytes(BytesFromPath(str(folder / predictor.record["engine"])))
+        with polygraphy_trt.TrtRunner(engine, optimization_profile=index) as runner:
+            meta = runner.get_input_metadata()
+            feed = {name: batch[name].astype(DataType.to_dtype(meta[name].dtype, "numpy")) for name in meta.keys()}
+            theirs = runner.infer(feed)[predictor.outputs[0]]
+        assert ours.shape == theirs.shape and ours.shape[0] == b
+        np.testing.assert_allclose(ours, theirs.astype(np.float32), atol=1e-3, rtol=0)
+
+
+@pytest.mark.gpu
 def test_gpu_engine_from_another_tensorrt_is_refused_and_rebuilt(built, onnx_dir, texts, tmp_path):
     from pipeline.runtime.trt import TrtPredictor
 
