@@ -185,7 +185,9 @@ class EngineConfig:
     # auto: TensorRT 10 -> builder precision flags ("weak"), TensorRT 11+ -> strongly typed ("strong", precision
     # from the ONNX types: fp16 graph, Q/DQ int8 graph). "strong" also works on TensorRT 10; "weak" needs 10.
     typing: str = "auto"
-    quantizer: str = "auto"  # INT8 Q/DQ graph: auto or ort (onnxruntime quantize_static), modelopt (nvidia-modelopt)
+    # INT8 Q/DQ graph: ort (onnxruntime quantize_static), modelopt (nvidia-modelopt), or auto: modelopt under strong
+    # typing where installed (its graph is fp16 between quantized MatMuls, ORT's fp32), else ort
+    quantizer: str = "auto"
     calibration_samples: int = 256  # train-split texts used to calibrate INT8 activation ranges
     calibration_batch_size: int = 16
     optimization_level: int = 3  # TensorRT builder_optimization_level, 0..5

@@ -23,10 +23,10 @@ from pipeline.export.commands import export
 from pipeline.export.lint import lint_tensorrt
 from pipeline.export.tensorrt import (EngineError, EngineParityError, Profile, build_engines, calibration_batches,
                                       check_request, check_workspace, compat_problem, convert_fp16, engine_name,
-                                      exact_batch, lint_or_raise, model_max_positions, modelopt_version, pad_to_profile,
-                                      parity_record, parity_shapes, parse_engine_name, pick_profile,
-                                      quantize_qdq, rebuild_reason, resolve_typing, run_stage, summarize_parity,
-                                      unavailable_reason, validate_profiles)
+                                      exact_batch, lint_or_raise, model_max_positions, modelopt_version,
+                                      pad_to_profile, parity_record, parity_shapes, parse_engine_name, pick_profile,
+                                      quantize_qdq, rebuild_reason, resolve_quantizer, resolve_typing, run_stage,
+                                      summarize_parity, unavailable_reason, validate_profiles)
 from pipeline.paths import Paths
 from pipeline.runtime import PredictorError, TextEncoder
 
@@ -161,6 +161,18 @@ def test_modelopt_quantizer_without_modelopt_says_how_to_get_it():
         assert version[0].isdigit()
 
 
+def test_auto_quantizer_picks_modelopt_under_strong_typing_where_installed():
+    try:
+        installed = bool(modelopt_version())
+    except EngineError:
+        installed = False
+    assert resolve_quantizer("auto", "weak") == "ort"  # BuilderFlag.FP16 covers the layers between Q/DQ
+    assert resolve_quantizer("auto", "strong") == ("modelopt" if installed else "ort")
+    assert resolve_quantizer("ort", "strong") == "ort" and resolve_quantizer("modelopt", "weak") == "modelopt"
+    with pytest.raises(EngineError, match="pass ort or modelopt"):
+        quantize_qdq(Path("model.onnx"), Path("q.onnx"), [{"input_ids": np.zeros((1, 4))}], quantizer="auto")
+
+
 def test_parity_tolerance_per_precision():
     expected = np.array([[1.0, 0.0], [0.0, 1.0]])
     tol = EngineTolerance(atol=0.05, min_label_agreement=1.0)
@@ -246,12 +258,12 @@ def test_modelopt_qdq_graphs_in_the_modelopt_venv():
 
     python = venv_python_or_skip(MODELOPT)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST")}
+    selected = "int8_qdq_graph or modelopt_quantizer or auto_quantizer"
     proc = subprocess.run([str(python), "-m", "pytest", "tests/test_tensorrt.py", "-q", "-p", "no:cacheprovider",
-                           "-k", "int8_qdq_graph or modelopt_quantizer"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=900)
+                           "-k", selected], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-2000:]
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert re.search(r"\b5 passed\b", summary) and "skipped" not in summary, summary
+    assert re.search(r"\b6 passed\b", summary) and "skipped" not in summary, summary
 
 
 def test_fp16_graph_keeps_int64_inputs_and_fp32_logits(bert_onnx_dir, tmp_path):

@@ -229,6 +229,22 @@ def resolve_typing(typing: str, trt_major: int) -> str:
     return typing
 
 
+def resolve_quantizer(quantizer: str, typing: str) -> str:
+    """"ort" or "modelopt" for the INT8 Q/DQ graph. auto: modelopt under strong typing where it is installed,
+    since its graph is fp16 between the quantized MatMuls and ORT's is fp32, which a strongly typed engine then
+    runs in fp32; under weak typing BuilderFlag.FP16 lets TensorRT pick fp16 there, so ORT's graph serves."""
+    if quantizer != "auto":
+        return quantizer
+    if typing == "strong":
+        try:
+            modelopt_version()
+            return "modelopt"
+        except EngineError:
+            log.warning("int8 under strong typing with ONNX Runtime's Q/DQ graph: layers between the quantized "
+                        "MatMuls run in fp32; install nvidia-modelopt (the gpu extra) for fp16 there")
+    return "ort"
+
+
 def check_workspace(workspace_mib: int, free_bytes: int, total_bytes: int, device: str = "GPU") -> None:
     """Fail before building when the workspace pool cannot fit in free GPU memory."""
     if workspace_mib <= 0:
@@ -344,15 +360,17 @@ def calibration_batches(onnx_dir: str | Path, texts: Sequence[str], samples: int
 
 # --- ONNX graphs per precision (CPU) -------------------------------------------------------------------
 def quantize_qdq(model_path: Path, out_path: Path, batches: list[dict[str, np.ndarray]],
-                 quantizer: str = "auto") -> dict[str, Any]:
+                 quantizer: str = "ort") -> dict[str, Any]:
     """Write an explicit-quantization (Q/DQ) INT8 graph of `model_path`, calibrated on `batches`.
 
     TensorRT reads only signed, symmetric int8 Q/DQ, so both activations and weights are QInt8 with zero
     point 0. MatMul/Gemm only: that is where the encoder's FLOPs are and what TensorRT fuses around Q/DQ."""
     if not batches:
         raise EngineError("no calibration batches: give engine.calibration_samples > 0 and train texts")
-    if quantizer == "modelopt":  # on request: NVIDIA's ONNX quantizer (max calibration, fp16 elsewhere)
+    if quantizer == "modelopt":  # NVIDIA's ONNX quantizer (max calibration, fp16 elsewhere)
         return _quantize_modelopt(model_path, out_path, batches)
+    if quantizer != "ort":
+        raise EngineError(f"quantizer {quantizer!r}: pass ort or modelopt (resolve_quantizer turns auto into one)")
     return _quantize_ort(model_path, out_path, batches)
 
 
@@ -371,7 +389,8 @@ def _quantize_ort(model_path: Path, out_path: Path, batches: list[dict[str, np.n
     return {"quantizer": "onnxruntime.quantization.quantize_static", "version": onnxruntime.__version__,
             "format": "QDQ", "activations": "int8 symmetric", "weights": "int8 symmetric per-tensor",
             "calibration": "MinMax", "calibration_batches": len(batches),
-            "calibration_rows": sum(len(b["input_ids"]) for b in batches), "ops": ["MatMul", "Gemm"]}
+            "calibration_rows": sum(len(b["input_ids"]) for b in batches), "ops": ["MatMul", "Gemm"],
+            "elsewhere": "fp32 graph (fp16 under weak typing: BuilderFlag.FP16)"}
 
 
 def _quantize_modelopt(model_path: Path, out_path: Path, batches: list[dict[str, np.ndarray]]) -> dict[str, Any]:
@@ -395,7 +414,7 @@ def _quantize_modelopt(model_path: Path, out_path: Path, batches: list[dict[str,
         raise EngineError(f"nvidia-modelopt {version} could not quantize {model_path.name} (exit "
                           f"{result.returncode}):\n{tail}\nset engine.quantizer: ort to use ONNX Runtime's instead")
     return {"quantizer": "modelopt.onnx.quantization", "version": version, "format": "QDQ",
-            "calibration": "max", "calibration_rows": int(calib["input_ids"].shape[0])}
+            "calibration": "max", "calibration_rows": int(calib["input_ids"].shape[0]), "elsewhere": "fp16 graph"}
 
 
 def modelopt_version() -> str:
@@ -614,7 +633,7 @@ def _precision_engine(onnx_dir: Path, out: Path, old: Path, precision: str, ctx:
             "engine": name, "tensorrt": facts["tensorrt"], "capability": facts["capability"],
             "gpu": facts["gpu"], "profiles": [p.to_dict() for p in profiles], "onnx_sha256": ctx["onnx_sha256"],
             "workspace_mib": cfg.workspace_mib, "optimization_level": cfg.optimization_level,
-            "settings": {"quantizer": cfg.quantizer, "calibration_samples": cfg.calibration_samples,
+            "settings": {"quantizer": ctx["quantizer"], "calibration_samples": cfg.calibration_samples,
                          "calibration_batch_size": cfg.calibration_batch_size} if precision == "int8" else {}}
     folder = out / precision
     _copy_folder_files(onnx_dir, folder)
@@ -626,7 +645,7 @@ def _precision_engine(onnx_dir: Path, out: Path, old: Path, precision: str, ctx:
     else:
         log.info("%s %s: building (%s)", ctx["family"], precision, reason)
         graph, graph_info = prepare_graph(onnx_dir, precision, ctx["typing"], ctx["work"],
-                                          ctx.get("calibration"), cfg.quantizer)
+                                          ctx.get("calibration"), ctx["quantizer"])
         built = build_engine(graph, folder / name, profiles, precision, ctx["typing"], cfg, ctx["timing_cache"],
                              facts)
         record = {**want, "graph": graph_info, **built, "rebuild_reason": reason, "versions": _versions(facts)}
@@ -700,7 +719,7 @@ def _build_all(onnx_dir: Path, out_dir: Path, cfg: EngineConfig, family: str, pr
     with atomic_dir(out_dir) as tmp:
         ctx = {"cfg": cfg, "facts": facts, "profiles": profiles, "family": family, "typing": typing,
                "onnx_sha256": file_sha256(onnx_dir / "model.onnx"), "work": tmp / ".work", "texts": texts,
-               "timing_cache": timing_cache}
+               "timing_cache": timing_cache, "quantizer": resolve_quantizer(cfg.quantizer, typing)}
         ctx["work"].mkdir()
         if "int8" in cfg.precisions:
             max_seq = max(p.sequence[2] for p in profiles)
