@@ -37,6 +37,7 @@ if [[ $gpu == 1 ]]; then
     python -m pip install --quiet --no-deps "onnxruntime-gpu==$ort_gpu"
   fi
   python -c "import onnxruntime as o; print('onnxruntime-gpu', o.__version__, o.get_available_providers())"
+  python -c "from pipeline.runtime.ort import tensorrt_ep_mismatch as m; print('note:', m()) if m() else None"
 else
   python -m pip install --quiet -e ".[dev]"
 fi

@@ -1,6 +1,7 @@
 """ONNX Runtime predictor: model.onnx + tokenizers, no torch, no transformers."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +48,9 @@ def onnxruntime_conflict(installed: set[str] | None = None) -> str | None:
 def tensorrt_ep_mismatch(library: str | Path | None = None, tensorrt_version: str | None = None) -> str | None:
     """ONNX Runtime's TensorRT EP is linked against one TensorRT major (libnvinfer.so.N); with another one
     installed it cannot start. Say which to install, or None if they match (or either is absent)."""
-    import re
-    from importlib.metadata import PackageNotFoundError, version
-
     library = Path(library or Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_tensorrt.so")
-    if tensorrt_version is None:
-        try:
-            tensorrt_version = version("tensorrt")
-        except PackageNotFoundError:
-            return None
-    if not library.is_file():
+    tensorrt_version = tensorrt_version or installed_tensorrt()
+    if tensorrt_version is None or not library.is_file():
         return None
     linked = sorted(set(re.findall(rb"libnvinfer\.so\.(\d+)\x00", library.read_bytes())))
     installed = tensorrt_version.split(".")[0]
@@ -67,6 +61,19 @@ def tensorrt_ep_mismatch(library: str | Path | None = None, tensorrt_version: st
             f"(libnvinfer.so.{want}), but TensorRT {tensorrt_version} is installed: for --provider tensorrt "
             f"install TensorRT {want} (pip install 'tensorrt-cu13>={want},<{int(want) + 1}', or -cu12 to match a "
             f"CUDA 12 onnxruntime-gpu); bilm's own engines (trt-fp16, trt-int8) work with either")
+
+
+def installed_tensorrt() -> str | None:
+    """The TensorRT version pip installed (the metapackage, or a CUDA-specific wheel directly), without
+    importing it (that needs its libraries); None if there is none."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 # --- TensorRT execution provider options (issue 4) ------------------------------------------------------
