@@ -25,10 +25,13 @@ def resolve_providers(provider: str) -> list[str]:
     wanted, available = PROVIDERS[provider][0], ort.get_available_providers()
     if wanted not in available:
         raise PredictorError(f"provider {provider!r} needs {wanted}, which this onnxruntime build lacks "
-                             f"(it has {', '.join(available)}); "
-                             + (onnxruntime_conflict() or "install onnxruntime-gpu on a CUDA machine (bash "
-                                "scripts/install.sh --gpu)") + ", or use --provider cpu")
+                             f"(it has {', '.join(available)}); {gpu_provider_hint()}, or use --provider cpu")
     return [p for p in PROVIDERS[provider] if p in available]
+
+
+def gpu_provider_hint() -> str:
+    """What to do when a CUDA or TensorRT provider is missing: the install conflict if there is one."""
+    return onnxruntime_conflict() or "install onnxruntime-gpu on a CUDA machine (bash scripts/install.sh --gpu)"
 
 
 def onnxruntime_conflict(installed: set[str] | None = None) -> str | None:
