@@ -251,7 +251,8 @@ def test_int8_qdq_graph_has_qdq_nodes_passes_the_lint_and_stays_close(onnx_dir, 
 @pytest.mark.slow
 def test_modelopt_qdq_graphs_in_the_modelopt_venv():
     """The modelopt rows above, where modelopt is installed: in its own venv (tests/interop/venvs.py, MODELOPT:
-    it needs onnxruntime-gpu), both families, ORT's quantizer run after modelopt's in the same process."""
+    it needs onnxruntime-gpu), both families. ORT's rows run after modelopt's in that pytest process, so
+    quantizing with modelopt in-process again (it patches ORT's calibrators process-wide) would fail them."""
     import re
 
     from interop.venvs import MODELOPT, venv_python_or_skip
