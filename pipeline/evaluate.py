@@ -121,16 +121,12 @@ def torch_backend(model: str, family: str, folder: Path, cfg: EvaluateConfig, st
 
 
 def ort_backend(family: str, name: str, folder: Path, provider: str, cfg: EvaluateConfig) -> Backend:
-    import onnxruntime as ort
-
-    from pipeline.runtime.ort import PROVIDERS, OrtPredictor, gpu_provider_hint
+    from pipeline.runtime.ort import OrtPredictor, missing_provider
 
     backend = Backend(family, family, name, folder)
-    wanted, available = PROVIDERS[provider][0], ort.get_available_providers()
     stage = f"export@{family}" if folder.name == family else f"optimize@{family}"
-    if wanted not in available:  # first: on a CPU machine the GPU rows' real reason is the runtime
-        backend.skip = f"needs {wanted}, which this onnxruntime lacks (it has {', '.join(available)}); " + (
-            gpu_provider_hint())
+    if missing := missing_provider(provider):  # first: on a CPU machine the GPU rows' real reason is the runtime
+        backend.skip = missing
     elif not (folder / "model.onnx").is_file():
         backend.skip = f"folder missing: {folder} (run `dvc repro {stage}`)"
     else:

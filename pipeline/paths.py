@@ -46,6 +46,10 @@ class Paths:
     def timing_cache(self) -> Path:
         return self.root / "engines" / "timing.cache"
 
+    def ort_tensorrt_cache(self, name: str) -> Path:
+        """ONNX Runtime's TensorRT execution provider: its engine and timing caches for one ONNX folder."""
+        return self.root / "engines" / "ort-tensorrt" / name
+
     @property
     def evaluation(self) -> Path:
         return self.root / "evaluation"

@@ -14,6 +14,7 @@ Skips without a network (BILM_TRT_API_REQUIRED=1 makes that a failure).
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import re
 import subprocess
@@ -22,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from interop.venvs import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = [REPO / "pipeline" / "export" / "tensorrt.py", REPO / "pipeline" / "runtime" / "trt.py"]
@@ -54,11 +56,8 @@ def _wheel(name: str, version: str) -> Path:
                f"{name}=={version}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         found = sorted(folder.glob("*.whl"))
-        if proc.returncode or not found:
-            message = f"could not download {name}=={version}: {proc.stderr.strip()[-300:]}"
-            if os.environ.get("BILM_TRT_API_REQUIRED") == "1":
-                pytest.fail(message)
-            pytest.skip(message + " (no network?)")
+        if proc.returncode or not found:  # BILM_TRT_API_REQUIRED=1: fail instead of skipping
+            skip_or_fail("trt_api", f"could not download {name}=={version}: {proc.stderr.strip()[-300:]}")
     return found[0]
 
 
@@ -91,16 +90,17 @@ def trt10_stubs() -> dict[str, set[str]]:
     return members
 
 
-def bindings(version: str) -> tuple[set[str], str]:
+@functools.lru_cache(maxsize=None)  # the parametrized test and the flags test read the same wheels
+def bindings(version: str) -> tuple[frozenset[str], str]:
     """NUL-terminated printable strings of the compiled bindings (pybind11 names live there), and the
     package's __init__.py (the members it adds in Python)."""
     wheel = _wheel("tensorrt-cu12-bindings", version)
     blob = _read(wheel, "tensorrt_bindings/tensorrt.so")
-    strings = {s.decode() for s in re.findall(rb"[\x20-\x7e]{2,}(?=\x00)", blob)}
+    strings = frozenset(s.decode() for s in re.findall(rb"[\x20-\x7e]{2,}(?=\x00)", blob))
     return strings, _read(wheel, "tensorrt_bindings/__init__.py").decode()
 
 
-def _in_strings(name: str, strings: set[str]) -> bool:
+def _in_strings(name: str, strings: frozenset[str]) -> bool:
     """The linker stores a string that ends another one inside it ("INT8" in "UINT8"): accept suffixes."""
     return name in strings or any(s.endswith(name) for s in strings)
 

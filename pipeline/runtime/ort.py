@@ -22,16 +22,21 @@ _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 def resolve_providers(provider: str) -> list[str]:
     if provider not in PROVIDERS:
         raise PredictorError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
-    wanted, available = PROVIDERS[provider][0], ort.get_available_providers()
-    if wanted not in available:
-        raise PredictorError(f"provider {provider!r} needs {wanted}, which this onnxruntime build lacks "
-                             f"(it has {', '.join(available)}); {gpu_provider_hint()}, or use --provider cpu")
+    missing = missing_provider(provider)
+    if missing:
+        raise PredictorError(f"provider {provider!r} {missing}, or use --provider cpu")
+    available = ort.get_available_providers()
     return [p for p in PROVIDERS[provider] if p in available]
 
 
-def gpu_provider_hint() -> str:
-    """What to do when a CUDA or TensorRT provider is missing: the install conflict if there is one."""
-    return onnxruntime_conflict() or "install onnxruntime-gpu on a CUDA machine (bash scripts/install.sh --gpu)"
+def missing_provider(provider: str) -> str | None:
+    """Why this onnxruntime cannot run `provider` (a PROVIDERS key) and what to do; None if it can. The install
+    conflict is named first when there is one."""
+    wanted, available = PROVIDERS[provider][0], ort.get_available_providers()
+    if wanted in available:
+        return None
+    hint = onnxruntime_conflict() or "install onnxruntime-gpu on a CUDA machine (bash scripts/install.sh --gpu)"
+    return f"needs {wanted}, which this onnxruntime build lacks (it has {', '.join(available)}); {hint}"
 
 
 def onnxruntime_conflict(installed: set[str] | None = None) -> str | None:
@@ -85,7 +90,7 @@ def tensorrt_ep_options(folder: str | Path, fp16: bool = True, cache_dir: str | 
     (engines/ort-tensorrt/<folder name>), so that a new session does not rebuild the engine."""
     from pipeline.paths import Paths
 
-    cache = Path(cache_dir) if cache_dir else Paths().root / "engines" / "ort-tensorrt" / Path(folder).name
+    cache = Path(cache_dir) if cache_dir else Paths().ort_tensorrt_cache(Path(folder).name)
     cache.mkdir(parents=True, exist_ok=True)
     return {"trt_fp16_enable": fp16, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}

@@ -112,18 +112,24 @@ def ensure_venv(spec: VenvSpec, timeout: float = 900) -> tuple[Path, dict]:
         return _python(venv), marker
 
 
+def skip_or_fail(name: str, message: str) -> None:
+    """A check that needs the network could not get what it needs: skip with the reason, or fail where
+    BILM_<NAME>_REQUIRED=1 says it must run."""
+    import pytest
+
+    if os.environ.get(f"BILM_{name.upper()}_REQUIRED") == "1":
+        pytest.fail(message)
+    pytest.skip(message + " (no network?)")
+
+
 def venv_python_or_skip(spec: VenvSpec) -> Path:
     """The venv's python for a test; a skip with the reason when it cannot be built (no network), or a failure
     where BILM_<NAME>_REQUIRED=1."""
-    import pytest
-
     start = time.perf_counter()
     try:
         python, marker = ensure_venv(spec)
     except VenvUnavailable as exc:
-        if os.environ.get(f"BILM_{spec.name.upper()}_REQUIRED") == "1":
-            pytest.fail(f"{spec.name} venv at {venv_dir(spec)} could not be built: {exc}")
-        pytest.skip(f"{spec.name} venv at {venv_dir(spec)} could not be built (no network?): {exc}")
+        skip_or_fail(spec.name, f"{spec.name} venv at {venv_dir(spec)} could not be built: {exc}")
     print(f"{spec.name} venv {venv_dir(spec)} ready in {time.perf_counter() - start:.1f} s (built in "
           f"{marker.get('setup_s')} s on {marker.get('created')}): {', '.join(marker.get('installed', []))}")
     return python
