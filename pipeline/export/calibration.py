@@ -11,10 +11,11 @@ from typing import Iterator
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from pipeline.errors import BilmError
 from pipeline.runtime import TextEncoder
 
 
-class CalibrationError(ValueError):
+class CalibrationError(BilmError, ValueError):
     """A calibration set that cannot be used; the message names the fix."""
 
 

@@ -26,6 +26,7 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoTokenizer
 
+from pipeline.errors import BilmError
 from pipeline.export.lint import lint_tensorrt
 from pipeline.families import Family, OnnxSpec, family_of_config
 from pipeline.io import atomic_dir, read_jsonl, write_json
@@ -46,7 +47,7 @@ SAMPLE_TEXTS = (
 )
 
 
-class ExportError(RuntimeError):
+class ExportError(BilmError, RuntimeError):
     """An export that cannot be done or did not pass its checks; the message names the fix."""
 
 

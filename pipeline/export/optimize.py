@@ -23,6 +23,7 @@ from typing import Any
 
 import onnx
 
+from pipeline.errors import BilmError
 from pipeline.config import OptimizeConfig
 from pipeline.families import Family, get_family
 from pipeline.io import atomic_dir, read_json, write_json
@@ -36,7 +37,7 @@ FOLDER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "speci
                 "vocab.txt", "spiece.model")
 
 
-class OptimizeError(RuntimeError):
+class OptimizeError(BilmError, RuntimeError):
     """A source folder, variant or setting that cannot be used; the message names the fix."""
 
 

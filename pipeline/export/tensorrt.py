@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline.errors import BilmError
 from pipeline.config import EngineConfig, EngineProfile, EngineTolerance
 from pipeline.export.lint import format_findings, lint_tensorrt
 from pipeline.io import atomic_dir, read_json, write_json
@@ -45,7 +46,7 @@ MIN_SEQUENCE = 4  # a text encodes to at least its special tokens plus one or tw
 ENGINE_SUFFIX = ".engine"
 
 
-class EngineError(RuntimeError):
+class EngineError(BilmError, RuntimeError):
     """An engine that cannot be built or used; the message names the problem and the fix."""
 
 

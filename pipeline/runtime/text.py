@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from pipeline.errors import BilmError
 
-class PredictorError(RuntimeError):
+
+class PredictorError(BilmError, RuntimeError):
     """A folder, provider or input that cannot be used; the message names the problem and the fix."""
 
 
