@@ -1,8 +1,6 @@
 """tokenizer stage: train a family's tokenizer on the train-split corpus; save a transformers fast tokenizer."""
 from __future__ import annotations
 
-import time
-
 from pipeline.config import Params
 from pipeline.data import DataError
 from pipeline.families import get_family
@@ -14,11 +12,10 @@ def train_tokenizer(family_name: str, params: Params, paths: Paths = Paths()) ->
     family = get_family(family_name)
     if not paths.corpus.exists():
         raise DataError(f"{paths.corpus} not found; run the prepare stage first")
-    start = time.perf_counter()
     tokenizer = family.train_tokenizer([paths.corpus], params.tokenizer)
     with atomic_dir(paths.tokenizer(family_name)) as tmp:
         tokenizer.save_pretrained(tmp)
-        info = {"family": family_name, "vocab_size": len(tokenizer), "seconds": time.perf_counter() - start,
-                "tokenizer": params.tokenizer.__dict__}
+        # no wall-clock or host values: this folder is a DVC output, and its hash must follow the params alone
+        info = {"family": family_name, "vocab_size": len(tokenizer), "tokenizer": params.tokenizer.__dict__}
         write_json(tmp / "bilm.json", info)
     return info

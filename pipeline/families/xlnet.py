@@ -17,6 +17,7 @@ from transformers import (DataCollatorForPermutationLanguageModeling, XLNetConfi
 from pipeline.config import ModelConfig, PretrainConfig, TokenizerConfig
 from pipeline.families import register
 from pipeline.families.base import Family, OnnxSpec
+from pipeline.families.vocab import sorted_unigram_vocab
 
 # <unk> first: XLNetTokenizer's unk_id defaults to 0
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>"]
@@ -85,7 +86,8 @@ class XLNet(Family):
         trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS,
                                           unk_token="<unk>", show_progress=False)
         backend.train([str(p) for p in corpus], trainer)
-        vocab = [tuple(piece) for piece in json.loads(backend.to_str())["model"]["vocab"]]
+        trained = [tuple(piece) for piece in json.loads(backend.to_str())["model"]["vocab"]]
+        vocab = sorted_unigram_vocab(trained, len(SPECIAL_TOKENS))
         return XLNetTokenizer(vocab=vocab, unk_id=0, do_lower_case=cfg.lowercase, padding_side="left",
                               model_max_length=cfg.model_max_length,
                               model_input_names=["input_ids", "token_type_ids", "attention_mask"])
