@@ -2,39 +2,21 @@
 `bilm predict` runs where only onnxruntime and tokenizers are installed."""
 from __future__ import annotations
 
-import logging
-import sys
-from typing import Callable
-
 import click
 
-
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+from pipeline.errors import exit_on_user_error
+from pipeline.params_cli import params_option, run_with_params, set_option
 
 
-def run_with_params(fn: Callable, params_file: str, overrides: tuple[str, ...]):
-    """Load params, call `fn(params)`, and turn known input errors into a one-line message and exit code 2."""
-    from pipeline.config import ConfigError, load_params
-    from pipeline.data import DataError
+class BilmGroup(click.Group):
+    """The one exit path: a `BilmError` from any command (and its subcommands) is one line and exit code 2."""
 
-    _setup_logging()
-    try:
-        return fn(load_params(params_file, list(overrides)))
-    except (ConfigError, DataError, KeyError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        click.echo(f"error: {msg}", err=True)
-        sys.exit(2)
+    def invoke(self, ctx: click.Context):
+        with exit_on_user_error():
+            return super().invoke(ctx)
 
 
-params_option = click.option("--params", "params_file", default="params.yaml", show_default=True,
-                             help="params file")
-set_option = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-                          help="override one param, e.g. --set pretrain.max_steps=10 (repeatable)")
-
-
-@click.group()
+@click.group(cls=BilmGroup)
 @click.version_option(package_name="bilm-pipeline")
 def main() -> None:
     """bilm: train, fine-tune, export and compare BERT and XLNet."""

@@ -1,9 +1,14 @@
 """Typed configuration: one dataclass per params.yaml section, strict loading, presets.
 
-params.yaml holds each section's values, plus `preset` (the name of the active preset) and `presets`
-(per-preset overrides of any section). The effective value of a key is, from weakest to strongest:
-the dataclass default, the section in params.yaml, the active preset's override, and explicit overrides
-passed by the caller (the CLI's `--set section.key=value`).
+params.yaml holds every key of every section, with the same values as the dataclass defaults below (a test
+checks that they agree), plus `preset`, the name of a file `presets/NAME.yaml` beside it that overrides
+any section (`small.yaml` is empty: the defaults are the small preset). The effective value of a key is,
+from weakest to strongest: params.yaml, the active preset's file, and explicit overrides passed by the
+caller (the CLI's `--set section.key=value`). Unknown keys, wrong types and values outside a `Literal`'s
+choices are errors naming the key.
+
+Presets live in their own files so that DVC sees only the active one: editing `presets/base.yaml` reruns
+nothing in a `small` run.
 """
 from __future__ import annotations
 
@@ -12,13 +17,25 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from pipeline.errors import BilmError
 
 DEFAULT_PARAMS = Path("params.yaml")
+PRESETS_DIR = "presets"  # beside the params file
+
+# the allowed values of string params (checked when params load)
+Exporter = Literal["torchscript", "dynamo"]
+Variant = Literal["fused", "int8", "fp16"]
+Int8Method = Literal["dynamic", "static"]
+Precision = Literal["fp16", "int8"]
+Typing = Literal["auto", "weak", "strong"]
+Quantizer = Literal["auto", "ort", "modelopt"]
+# transformers' SchedulerType values that need no extra arguments
+Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                    "inverse_sqrt"]
 
 
 class ConfigError(BilmError, ValueError):
@@ -53,10 +70,10 @@ class TokenizerConfig:
 class ModelConfig:
     """Family-neutral encoder shape; each family maps it onto its own config class."""
 
-    hidden_size: int = 256
+    hidden_size: int = 128
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
-    intermediate_size: int = 1024
+    intermediate_size: int = 512
     max_position_embeddings: int = 512
     dropout: float = 0.1
 
@@ -65,10 +82,10 @@ class ModelConfig:
 class TrainConfig:
     """What pretraining and fine-tuning share: the Trainer's knobs."""
 
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
-    lr_scheduler_type: str = "linear"
+    lr_scheduler_type: Scheduler = "linear"
     per_device_train_batch_size: int = 32
     per_device_eval_batch_size: int = 64
     max_grad_norm: float = 1.0
@@ -76,13 +93,16 @@ class TrainConfig:
     logging_steps: int = 20
     dataloader_num_workers: int = 0
     bf16: bool | None = None  # bfloat16 autocast; None: on where the CPU/GPU runs it natively (1.6x on AVX512-BF16)
+    # torch.use_deterministic_algorithms and seeded workers (TrainingArguments.full_determinism): same params,
+    # same weights on the same machine
+    full_determinism: bool = True
 
 
 @dataclass
 class PretrainConfig(TrainConfig):
-    max_steps: int = 1000
-    # per-family step counts, e.g. {xlnet: 800}: XLNet's two-stream steps cost about twice BERT's
-    max_steps_by_family: dict[str, int] = field(default_factory=dict)
+    max_steps: int = 2000
+    # per-family step counts: XLNet's two-stream steps cost about twice BERT's, so 600 is the same wall clock
+    max_steps_by_family: dict[str, int] = field(default_factory=lambda: {"xlnet": 600})
     max_seq_length: int = 128  # packed block length; must be even for PLM
     save_steps: int = 200  # checkpoint interval, for resume
     mlm_probability: float = 0.15
@@ -96,8 +116,8 @@ class FinetuneConfig(TrainConfig):
     # "pretrained": this family's pretrain stage output; "random": no pretraining (the ablation);
     # anything else: a from_pretrained source (local folder or hub id).
     init: str = "pretrained"
-    learning_rate: float = 1e-4
-    num_train_epochs: float = 4.0
+    learning_rate: float = 2e-4
+    num_train_epochs: float = 6.0
     max_length: int = 256
     class_weighted_loss: bool = True  # inverse-frequency class weights: helps macro-F1 on skewed labels
     # re-initialise the top N encoder layers (and BERT's pooler, N >= 0) of a pretrained model before
@@ -110,16 +130,16 @@ class FinetuneConfig(TrainConfig):
 class ExportConfig:
     opset: int | None = None  # None: the family's OnnxSpec.opset
     atol: float | None = None  # None: the family's OnnxSpec.atol
-    exporter: str | None = None  # None: the family's OnnxSpec.exporter ("torchscript" or "dynamo")
+    exporter: Exporter | None = None  # None: the family's OnnxSpec.exporter
 
 
 @dataclass
 class OptimizeConfig:
     """ONNX Runtime variants of the fp32 ONNX folder (fused, int8, fp16), each behind an accuracy gate."""
 
-    variants: list[str] = field(default_factory=lambda: ["fused", "int8", "fp16"])
+    variants: list[Variant] = field(default_factory=lambda: ["fused", "int8", "fp16"])
     max_f1_drop: float = 1.0  # points of validation macro-F1 a variant may lose against fp32 ONNX
-    int8_method: str | None = None  # None: the family's OnnxSpec.int8_method; else "dynamic" or "static"
+    int8_method: Int8Method | None = None  # None: the family's OnnxSpec.int8_method
     per_channel: bool = True  # per-output-channel weight scales (INT8)
     calibration_size: int = 256  # train texts for static INT8 calibration
     calibration_batch_size: int = 8
@@ -132,12 +152,12 @@ class EvaluateConfig:
     batch_size: int = 64  # quality pass and throughput; must fit every TensorRT engine's profile
     # latency: model time only (tokenizing excluded), after `latency_warmup` untimed calls per series
     latency_warmup: int = 5
-    latency_texts: int = 200  # real test texts timed one by one at batch 1 (p50/p90/p99)
-    latency_budget_s: float = 8.0  # ...but stop after this many seconds of model time (at least 3 calls)
-    throughput_texts: int = 512  # real test texts timed in length-sorted batches of batch_size
-    fixed_lengths: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])  # tokens
-    fixed_iterations: int = 20  # batch-1 calls per fixed length, at most
-    fixed_budget_s: float = 2.0  # seconds of model time per fixed length and series, at most (3 calls at least)
+    latency_texts: int = 100  # real test texts timed one by one at batch 1 (p50/p90/p99)
+    latency_budget_s: float = 4.0  # ...but stop after this many seconds of model time (at least 3 calls)
+    throughput_texts: int = 256  # real test texts timed in length-sorted batches of batch_size
+    fixed_lengths: list[int] = field(default_factory=lambda: [32, 128, 512])  # tokens
+    fixed_iterations: int = 10  # batch-1 calls per fixed length, at most
+    fixed_budget_s: float = 1.0  # seconds of model time per fixed length and series, at most (3 calls at least)
     fixed_throughput_batches: int = 2  # timed batches per fixed length, at most
     fixed_max_tokens: int = 4096  # fixed-length throughput batch: min(batch_size, this / length)
     threads: int | None = None  # intra-op threads for ORT and PyTorch; None: the library's default
@@ -181,15 +201,18 @@ class EngineTolerances:
 
 @dataclass
 class EngineConfig:
-    precisions: list[str] = field(default_factory=lambda: ["fp16", "int8"])
-    profiles: list[EngineProfile] = field(default_factory=lambda: [EngineProfile()])
+    precisions: list[Precision] = field(default_factory=lambda: ["fp16", "int8"])
+    # batch 1-8 for latency, 8-64 for throughput (evaluate.batch_size)
+    profiles: list[EngineProfile] = field(default_factory=lambda: [
+        EngineProfile(min_batch=1, opt_batch=1, max_batch=8),
+        EngineProfile(min_batch=8, opt_batch=32, max_batch=64)])
     workspace_mib: int = 4096  # TensorRT builder workspace pool; must fit in free GPU memory
     # auto: TensorRT 10 -> builder precision flags ("weak"), TensorRT 11+ -> strongly typed ("strong", precision
     # from the ONNX types: fp16 graph, Q/DQ int8 graph). "strong" also works on TensorRT 10; "weak" needs 10.
-    typing: str = "auto"
+    typing: Typing = "auto"
     # INT8 Q/DQ graph: ort (onnxruntime quantize_static), modelopt (nvidia-modelopt), or auto: modelopt under strong
     # typing where installed (its graph is fp16 between quantized MatMuls, ORT's fp32), else ort
-    quantizer: str = "auto"
+    quantizer: Quantizer = "auto"
     calibration_samples: int = 256  # train-split texts used to calibrate INT8 activation ranges
     calibration_batch_size: int = 16
     optimization_level: int = 3  # TensorRT builder_optimization_level, 0..5
@@ -199,8 +222,11 @@ class EngineConfig:
 
 @dataclass
 class Params:
-    preset: str = "small"
+    preset: str = "small"  # presets/NAME.yaml
     families: list[str] = field(default_factory=lambda: ["bert", "xlnet"])
+    # torch intra-op threads of the training stages; null: torch's default (this machine's physical cores).
+    # Fixed per machine, so a rerun computes the same sums in the same order
+    threads: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -222,6 +248,11 @@ def _type_name(tp: Any) -> str:
 def _check_value(value: Any, tp: Any, where: str) -> Any:
     """Return `value` converted to `tp`, or raise ConfigError naming `where`."""
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices or isinstance(value, bool):
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -291,28 +322,44 @@ def parse_override(text: str) -> dict[str, Any]:
     return value
 
 
-def resolve(raw: dict[str, Any], overrides: list[dict[str, Any]] | None = None) -> Params:
+def read_yaml(path: Path, what: str) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"{what} {path} not found; run from the repository root or pass --params")
+    with path.open(encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def preset_path(params_file: str | Path, name: str) -> Path:
+    return Path(params_file).parent / PRESETS_DIR / f"{name}.yaml"
+
+
+def load_preset(params_file: str | Path, name: Any) -> dict[str, Any]:
+    """The overrides of preset `name`: presets/NAME.yaml beside the params file."""
+    folder = Path(params_file).parent / PRESETS_DIR
+    if not isinstance(name, str) or not preset_path(params_file, name).is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(f"preset {name!r} is not defined; {folder} holds: {', '.join(known) or 'nothing'}")
+    raw = read_yaml(preset_path(params_file, name), "preset file")
+    if "preset" in raw:
+        raise ConfigError(f"{preset_path(params_file, name)}: a preset cannot select another preset (key preset)")
+    return raw
+
+
+def resolve(raw: dict[str, Any], overrides: list[dict[str, Any]] | None = None,
+            params_file: str | Path = DEFAULT_PARAMS) -> Params:
     """Apply the active preset and `overrides` to the raw params mapping, then validate it."""
-    raw = dict(raw or {})
-    presets = raw.pop("presets", {}) or {}
-    merged = raw
+    merged = dict(raw or {})
     for override in overrides or []:  # an override may select the preset, so look at them first
         merged = _deep_merge(merged, override)
-    preset = merged.get("preset", Params.preset)
-    if preset not in presets and presets:
-        raise ConfigError(f"preset {preset!r} is not defined; params.yaml defines: {', '.join(presets)}")
-    merged = _deep_merge(raw, presets.get(preset, {}))
+    merged = _deep_merge(raw or {}, load_preset(params_file, merged.get("preset", Params.preset)))
     for override in overrides or []:
         merged = _deep_merge(merged, override)
     return build(Params, merged)
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | None = None) -> Params:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"params file {path} not found; run from the repository root or pass --params")
-    with path.open(encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return resolve(raw, [parse_override(o) for o in overrides or []])
+    raw = read_yaml(Path(path), "params file")
+    return resolve(raw, [parse_override(o) for o in overrides or []], path)

@@ -16,7 +16,6 @@ import logging
 import shutil
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -24,13 +23,12 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.errors import BilmError
 from pipeline.config import EvaluateConfig, Params
-from pipeline.data import read_split
 from pipeline.io import read_json, write_json
-from pipeline.metrics import classification_metrics, prediction_rows
+from pipeline.metrics import prediction_rows
 from pipeline.paths import Paths
-from pipeline.runtime.base import Predictor, TruncationWarning
+from pipeline.scoring import EvaluationError, TestSplit, read_test, score_predictor
+from pipeline.runtime.base import Predictor
 from pipeline.runtime.text import Encoded
 
 log = logging.getLogger(__name__)
@@ -42,10 +40,6 @@ TRT_PRECISIONS = ("fp16", "int8")
 REFERENCE = "pytorch"  # agreement is measured against the family's PyTorch predictions
 SOURCE = "ort-fp32"  # every other backend is tested against its fp32 ONNX source
 BASELINE = "tfidf-baseline"
-
-
-class EvaluationError(BilmError, ValueError):
-    """Inputs that cannot be evaluated together; the message names the problem and the fix."""
 
 
 @dataclass
@@ -73,30 +67,6 @@ class Row:
     latency: dict | None = None
     predicted: np.ndarray | None = None  # [n] predicted label names, in test-split order
     probabilities: np.ndarray | None = None  # [n, num_labels]
-
-
-@dataclass
-class TestSplit:
-    __test__ = False  # not a pytest test class, despite the name
-    texts: list[str]
-    labels: list[str]  # label names, so that models are compared by name, not by their id order
-
-    def ids_for(self, id2label: dict[int, str], where: str) -> np.ndarray:
-        """[n] gold ids in the model's own id space; an error naming both label sets if they differ."""
-        model_labels, test_labels = set(map(str, id2label.values())), set(self.labels)
-        if model_labels != test_labels:
-            raise EvaluationError(
-                f"the test split's labels {sorted(test_labels)} differ from {where}'s id2label "
-                f"{sorted(model_labels)}; evaluate a model fine-tuned on this data (re-run prepare and finetune "
-                f"with the same data params) or point data.source at the data the model was trained on")
-        label2id = {str(label): i for i, label in id2label.items()}
-        return np.array([label2id[label] for label in self.labels])
-
-
-def read_test(paths: Paths) -> TestSplit:
-    texts, ids = read_split("test", paths)
-    id2label = {i: str(label) for label, i in read_json(paths.label_map).items()}
-    return TestSplit(texts, [id2label[i] for i in ids])
 
 
 # --- discovery -----------------------------------------------------------------------------------------
@@ -218,20 +188,6 @@ def trt_backends(family: str, paths: Paths, cfg: EvaluateConfig) -> list[Backend
 
 
 # --- running one backend ---------------------------------------------------------------------------------
-def predict_probabilities(predictor: Predictor, texts: list[str], batch_size: int) -> tuple[np.ndarray, int]:
-    """([n, num_labels] probabilities in id order, number of texts truncated to the model's max length)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TruncationWarning)  # counted in the row instead
-        results = predictor.classify(texts, batch_size=batch_size)
-    bad = [i for i, r in enumerate(results) if "error" in r]
-    if bad:
-        raise EvaluationError(f"{len(bad)} test texts could not be classified (item {bad[0]}: "
-                              f"{results[bad[0]]['error']}); re-run prepare, which drops empty texts")
-    ids = sorted(predictor.id2label)
-    probs = np.array([[r["probabilities"][predictor.id2label[k]] for k in ids] for r in results])
-    return probs, sum(bool(r["truncated"]) for r in results)
-
-
 def folder_size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2 ** 20
 
@@ -307,11 +263,8 @@ def run_backend(backend: Backend, test: TestSplit, cfg: EvaluateConfig) -> Row:
     except Exception as exc:  # an installed-but-unusable runtime (no CUDA libraries, ...) is a skip, not a crash
         log.warning("%s: could not load: %s", backend.key, exc)
         return Row(backend, status=f"skipped: could not load ({_short(exc)})")
-    y_true = test.ids_for(predictor.id2label, str(backend.folder))
-    probs, truncated = predict_probabilities(predictor, test.texts, cfg.batch_size)
-    predicted = probs.argmax(-1)
-    quality = classification_metrics(y_true, predicted, predictor.id2label, probs)
-    quality.update(size_mb=folder_size_mb(backend.folder), truncated=truncated)
+    quality, predicted, probs = score_predictor(predictor, test, cfg.batch_size, str(backend.folder))
+    quality.update(size_mb=folder_size_mb(backend.folder))
     latency = measure_latency(predictor, test.texts, cfg, backend) if backend.timed else None
     names = np.array([str(predictor.id2label[int(k)]) for k in predicted])
     return Row(backend, quality=quality, latency=latency, predicted=names, probabilities=probs)
@@ -457,3 +410,13 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     add_agreement(rows)
     stats = statistics(rows, test, params.families, cfg)
     return write_outputs(paths.evaluation, rows, test, baseline_row(paths), stats, environment(cfg))
+
+
+def summary_text(result: dict) -> str:
+    """One line per model x backend: its test accuracy, or why it was skipped."""
+    lines = []
+    for model, rows in result["quality"].items():
+        for backend, row in rows.items():
+            shown = f"accuracy {row['accuracy']:.3f}" if row.get("status", "ok") == "ok" else row.get("status")
+            lines.append(f"{model}/{backend}: {shown}")
+    return "\n".join(lines)

@@ -9,6 +9,20 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from pipeline.errors import BilmError
+
+
+class MissingInputError(BilmError, FileNotFoundError):
+    """An input file that an earlier stage or command should have written."""
+
+
+def _open_input(path: Path):
+    try:
+        return path.open(encoding="utf-8")
+    except FileNotFoundError:
+        raise MissingInputError(f"{path} not found; run the stage that writes it first (`dvc repro` runs "
+                                f"them in order) or check the path") from None
+
 
 @contextlib.contextmanager
 def atomic_dir(out: str | Path) -> Iterator[Path]:
@@ -40,7 +54,8 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    with _open_input(Path(path)) as fh:
+        return json.load(fh)
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
@@ -54,5 +69,5 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    with Path(path).open(encoding="utf-8") as fh:
+    with _open_input(Path(path)) as fh:
         return [json.loads(line) for line in fh if line.strip()]

@@ -16,7 +16,7 @@ from pipeline.families import get_family
 from pipeline.io import write_json
 from pipeline.paths import Paths
 from pipeline.training import (LiveCallback, drop_checkpoints, ObjectiveTrainer, prepare_checkpoints, save_model_folder,
-                               summarize_objectives, training_args)
+                               set_threads, summarize_objectives, training_args)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ def evaluate_pretraining(model, examples: list[dict], collator, batch_size: int,
 
 def pretrain(family_name: str, params: Params, paths: Paths = Paths()) -> dict:
     family, cfg = get_family(family_name), params.pretrain
+    set_threads(params.threads)
     cfg = dataclasses.replace(cfg, max_steps=cfg.max_steps_by_family.get(family_name, cfg.max_steps))
     tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer(family_name))
     train_texts, _ = read_split("train", paths)
@@ -75,17 +76,19 @@ def pretrain(family_name: str, params: Params, paths: Paths = Paths()) -> dict:
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
-    metrics = {"train/final_loss": result.training_loss, "train_seconds": seconds,
-               "tokens_per_second": trainer.tokens_seen * world / max(seconds, 1e-9),
-               "steps": trainer.state.global_step, "world_size": world, "parameters": sum(p.numel() for p in model.parameters()),
+    metrics = {"train/final_loss": result.training_loss, "steps": trainer.state.global_step, "world_size": world,
+               "parameters": sum(p.numel() for p in model.parameters()),
                **evaluate_pretraining(model, heldout, trainer.data_collator, cfg.per_device_eval_batch_size,
                                       cfg.seed)}
+    # wall-clock figures go to the untracked summary (cache: false) only: the model folder is a DVC output
+    timing = {"train_seconds": seconds, "tokens_per_second": trainer.tokens_seen * world / max(seconds, 1e-9)}
     if trainer.is_world_process_zero():
         callback.log_final(metrics)
         base = type(model).__mro__[1].__name__  # e.g. BertForPreTraining, so AutoModel classes load it
         save_model_folder(trainer, tokenizer, paths.pretrained(family_name), {"params": params.to_dict(),
                           "metrics": metrics}, architecture=base)
-        write_json(paths.metrics("pretrain", family_name) / "summary.json", metrics)
+        write_json(paths.metrics("pretrain", family_name) / "summary.json", {**metrics, **timing})
         drop_checkpoints(trainer, ckpt_dir)
+    metrics.update(timing)
     log.info("pretrain %s: %s", family_name, {k: round(v, 4) for k, v in metrics.items() if math.isfinite(v)})
     return metrics

@@ -36,11 +36,19 @@ def bf16_supported() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def set_threads(threads: int | None) -> None:
+    """Fix torch's intra-op thread count (params `threads`): parallel sums are split by thread count."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def training_args(cfg: TrainConfig, output_dir: Path, **overrides: Any) -> TrainingArguments:
+    """TrainingArguments with every TrainConfig field (tests/test_config.py checks that each one arrives)."""
     return TrainingArguments(
-        bf16=bf16_supported() if cfg.bf16 is None else cfg.bf16,
+        bf16=bf16_supported() if cfg.bf16 is None else cfg.bf16, full_determinism=cfg.full_determinism,
         output_dir=str(output_dir), learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        lr_scheduler_type=cfg.lr_scheduler_type,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_eval_batch_size, max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed, logging_steps=cfg.logging_steps, dataloader_num_workers=cfg.dataloader_num_workers,

@@ -1,6 +1,5 @@
-"""DVC stage baseline: TF-IDF + logistic regression test metrics, the reference row."""
-import sys
+"""DVC stage baseline: TF-IDF + logistic regression on the same splits (artifacts/metrics/baseline)."""
+from pipeline.baseline import tfidf_baseline
+from pipeline.stage import params_stage
 
-from pipeline.cli import main
-
-main(["baseline", *sys.argv[1:]])
+params_stage("baseline", lambda params: tfidf_baseline(seed=params.data.seed))

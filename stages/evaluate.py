@@ -1,6 +1,5 @@
-"""DVC stage evaluate: every family x backend present -> artifacts/evaluation (metrics, statistics, plot data)."""
-import sys
+"""DVC stage evaluate: every family x backend present: quality, latency, statistics (artifacts/evaluation)."""
+from pipeline.evaluate import evaluate, summary_text
+from pipeline.stage import params_stage
 
-from pipeline.cli import main
-
-main(["evaluate", *sys.argv[1:]])
+params_stage("evaluate", lambda params: summary_text(evaluate(params)))

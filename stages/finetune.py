@@ -1,6 +1,5 @@
-"""DVC stages finetune@FAMILY and ablation@FAMILY (`--ablation`: random init): a classifier folder + test metrics."""
-import sys
+"""DVC stage finetune@FAMILY: fine-tune the pretrained model for classification; test metrics."""
+from pipeline.finetune import finetune
+from pipeline.stage import family_stage
 
-from pipeline.cli import main
-
-main(["finetune", *sys.argv[1:]])
+family_stage("finetune", lambda family, params: finetune(family, params)["summary"])

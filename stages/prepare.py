@@ -1,6 +1,5 @@
-"""DVC stage prepare: artifacts/data/{train,validation,test}.jsonl, label2id.json, stats.json, corpus.txt."""
-import sys
+"""DVC stage prepare: load, clean and split the data source; write artifacts/data."""
+from pipeline.data import prepare
+from pipeline.stage import params_stage
 
-from pipeline.cli import main
-
-main(["prepare", *sys.argv[1:]])
+params_stage("prepare", lambda params: prepare(params.data))

@@ -1,6 +1,5 @@
-"""DVC stage pretrain@FAMILY: artifacts/pretrained/FAMILY (+ resumable checkpoints, metrics, loss curves)."""
-import sys
+"""DVC stage pretrain@FAMILY: pretraining from scratch (BERT: MLM + NSP; XLNet: PLM); resumes when interrupted."""
+from pipeline.pretrain import pretrain
+from pipeline.stage import family_stage
 
-from pipeline.cli import main
-
-main(["pretrain", *sys.argv[1:]])
+family_stage("pretrain", pretrain)

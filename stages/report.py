@@ -1,6 +1,5 @@
-"""DVC stage report: artifacts/evaluation + training curves -> artifacts/report/report.md and its PNGs."""
-import sys
+"""DVC stage report: artifacts/report/report.md and its plots, from the evaluate stage's files."""
+from pipeline.report import write_report
+from pipeline.stage import params_stage
 
-from pipeline.cli import main
-
-main(["report", *sys.argv[1:]])
+params_stage("report", lambda params: write_report(params.families))

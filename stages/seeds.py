@@ -1,6 +1,5 @@
-"""DVC stage seeds@FAMILY: repeat fine-tuning over finetune.seeds; mean ± sd of the test metrics."""
-import sys
+"""DVC stage seeds@FAMILY: fine-tuning repeated over finetune.seeds; mean ± sd of test accuracy and macro-F1."""
+from pipeline.finetune import finetune_seeds
+from pipeline.stage import family_stage
 
-from pipeline.cli import main
-
-main(["seeds", *sys.argv[1:]])
+family_stage("seeds", finetune_seeds)

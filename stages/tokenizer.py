@@ -1,6 +1,5 @@
-"""DVC stage tokenizer@FAMILY: artifacts/tokenizers/FAMILY."""
-import sys
+"""DVC stage tokenizer@FAMILY: train the family's tokenizer on the train-split corpus."""
+from pipeline.stage import family_stage
+from pipeline.tokenize import train_tokenizer
 
-from pipeline.cli import main
-
-main(["tokenizer", *sys.argv[1:]])
+family_stage("tokenizer", train_tokenizer)

@@ -1,30 +1,53 @@
+import dataclasses
+import typing
+
 import pytest
+import yaml
 
-from pipeline.config import ConfigError, Params, load_params, parse_override, resolve
+from conftest import REPO
+from pipeline.config import (ConfigError, FinetuneConfig, Params, PretrainConfig, Scheduler, TrainConfig,
+                             load_params, parse_override, resolve)
 
 
-def test_defaults_and_preset_resolution(tmp_path):
-    raw = {"preset": "tiny", "model": {"hidden_size": 64},
-           "presets": {"tiny": {"model": {"num_hidden_layers": 1}}, "small": {}}}
-    params = resolve(raw)
-    assert params.model.hidden_size == 64 and params.model.num_hidden_layers == 1
-    assert params.pretrain.mlm_probability == 0.15  # dataclass default
-    small = resolve(raw, [{"preset": "small"}])
-    assert small.model.num_hidden_layers == Params().model.num_hidden_layers
+def _write_params(tmp_path, raw: dict, presets: dict[str, dict]):
+    (tmp_path / "presets").mkdir()
+    for name, values in presets.items():
+        (tmp_path / "presets" / f"{name}.yaml").write_text(yaml.safe_dump(values))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_preset_file_overrides_params_and_set_overrides_both(tmp_path):
+    path = _write_params(tmp_path, {"preset": "tiny", "model": {"hidden_size": 64, "num_hidden_layers": 3}},
+                         {"tiny": {"model": {"num_hidden_layers": 1}}, "small": {}})
+    params = load_params(path)
+    assert (params.model.hidden_size, params.model.num_hidden_layers) == (64, 1)
+    assert load_params(path, ["preset=small"]).model.num_hidden_layers == 3
+    assert load_params(path, ["model.num_hidden_layers=5"]).model.num_hidden_layers == 5
+
+
+def test_params_yaml_holds_every_key_with_the_dataclass_default():
+    """One source of defaults: params.yaml (without a preset) is exactly Params()."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert raw == dataclasses.asdict(Params())
 
 
 def test_repo_params_load_for_every_preset():
-    for preset in ("tiny", "small", "base"):
-        params = load_params("params.yaml", [f"preset={preset}"])
+    presets = sorted(p.stem for p in (REPO / "presets").glob("*.yaml"))
+    assert presets == ["base", "small", "tiny"]
+    for preset in presets:
+        params = load_params(REPO / "params.yaml", [f"preset={preset}"])
         assert params.preset == preset
         assert params.pretrain.max_seq_length % 2 == 0  # PLM needs even lengths
+    assert load_params(REPO / "params.yaml", ["preset=small"]) == load_params(REPO / "params.yaml")
 
 
 def test_unknown_key_is_an_error_naming_the_key():
     with pytest.raises(ConfigError, match=r"unknown params key pretrain\.max_stepz.*max_steps"):
-        resolve({"pretrain": {"max_stepz": 3}})
+        resolve({"pretrain": {"max_stepz": 3}}, params_file=REPO / "params.yaml")
     with pytest.raises(ConfigError, match="unknown params key colour"):
-        resolve({"colour": "red"})
+        resolve({"colour": "red"}, params_file=REPO / "params.yaml")
 
 
 @pytest.mark.parametrize("section,key,value,expected", [
@@ -33,20 +56,27 @@ def test_unknown_key_is_an_error_naming_the_key():
     ("finetune", "class_weighted_loss", 1, "expected bool"),
     ("model", "hidden_size", True, "expected int"),
     ("data", "source", 3, "expected str"),
+    ("engine", "typing", "loose", "'loose' is not one of auto, weak, strong"),
+    ("engine", "precisions", ["fp16", "fp8"], r"\[1\]: 'fp8' is not one of fp16, int8"),
+    ("optimize", "int8_method", "dynamc", "'dynamc' is not one of dynamic, static"),
+    ("finetune", "lr_scheduler_type", "cosin", "'cosin' is not one of linear, cosine"),
+    ("export", "exporter", "jit", "'jit' is not one of torchscript, dynamo"),
 ])
-def test_wrong_type_is_an_error(section, key, value, expected):
-    with pytest.raises(ConfigError, match=f"{section}.{key}: {expected}"):
-        resolve({section: {key: value}})
+def test_wrong_type_or_value_is_an_error_naming_the_key(section, key, value, expected):
+    with pytest.raises(ConfigError, match=f"{section}.{key}{expected if expected.startswith(chr(92)) else ': ' + expected}"):
+        resolve({section: {key: value}}, params_file=REPO / "params.yaml")
 
 
 def test_int_is_accepted_for_float_and_none_for_optional():
-    params = resolve({"pretrain": {"learning_rate": 1}, "data": {"max_train_samples": None}})
+    params = resolve({"pretrain": {"learning_rate": 1}, "data": {"max_train_samples": None}},
+                     params_file=REPO / "params.yaml")
     assert params.pretrain.learning_rate == 1.0 and isinstance(params.pretrain.learning_rate, float)
 
 
-def test_unknown_preset_and_bad_override():
-    with pytest.raises(ConfigError, match="preset 'huge' is not defined"):
-        resolve({"preset": "huge", "presets": {"tiny": {}}})
+def test_unknown_preset_and_bad_override(tmp_path):
+    path = _write_params(tmp_path, {"preset": "huge"}, {"tiny": {}})
+    with pytest.raises(ConfigError, match="preset 'huge' is not defined; .*presets holds: tiny"):
+        load_params(path)
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_override("pretrain.max_steps")
     assert parse_override("a.b=3") == {"a": {"b": 3}}
@@ -57,6 +87,28 @@ def test_missing_params_file(tmp_path):
         load_params(tmp_path / "nope.yaml")
 
 
+def test_scheduler_choices_are_transformers_schedulers():
+    from transformers import SchedulerType
+
+    assert set(typing.get_args(Scheduler)) <= {s.value for s in SchedulerType}
+
+
+@pytest.mark.parametrize("cls", [PretrainConfig, FinetuneConfig])
+def test_every_train_config_field_reaches_training_arguments(tmp_path, cls):
+    """Each TrainConfig field set to a non-default value arrives in TrainingArguments."""
+    from pipeline.training import training_args
+
+    changed = dict(learning_rate=0.123, weight_decay=0.3, warmup_ratio=0.25, lr_scheduler_type="constant",
+                   per_device_train_batch_size=3, per_device_eval_batch_size=5, max_grad_norm=0.5, seed=7,
+                   logging_steps=9, dataloader_num_workers=1, bf16=False, full_determinism=False)
+    assert set(changed) == {f.name for f in dataclasses.fields(TrainConfig)}
+    args = training_args(cls(**changed), tmp_path)
+    arrived = {name: getattr(args, name) for name in changed if name != "warmup_ratio"}
+    arrived["warmup_ratio"] = args.warmup_steps  # transformers 5: a float warmup_steps is a ratio
+    arrived["lr_scheduler_type"] = getattr(arrived["lr_scheduler_type"], "value", arrived["lr_scheduler_type"])
+    assert arrived == changed
+
+
 def test_cli_reports_a_bad_param_in_one_line_before_any_work(tmp_path):
     from conftest import run_cli
 
@@ -65,4 +117,6 @@ def test_cli_reports_a_bad_param_in_one_line_before_any_work(tmp_path):
     assert "error: unknown params key data.bogus" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("pretrain", "bert", "--set", "pretrain.max_steps=many", env={"BILM_ARTIFACTS": str(tmp_path / "a")})
     assert proc.returncode == 2 and "pretrain.max_steps: expected int" in proc.stderr
+    proc = run_cli("pretrain", "gpt", env={"BILM_ARTIFACTS": str(tmp_path / "a")})
+    assert proc.returncode == 2 and "unknown model family 'gpt'; known families: bert, xlnet" in proc.stderr
     assert not (tmp_path / "a").exists()

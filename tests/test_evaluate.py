@@ -11,8 +11,8 @@ from export_fixtures import LABELS, family_name, model_dir, onnx_dir, texts  # n
 from sklearn.metrics import roc_auc_score
 
 from pipeline.config import EvaluateConfig
-from pipeline.evaluate import (Backend, EvaluationError, TestSplit, discover, measure_latency,
-                               predict_probabilities, run_backend)
+from pipeline.evaluate import Backend, EvaluationError, TestSplit, discover, measure_latency, run_backend
+from pipeline.scoring import predict_probabilities
 from pipeline.metrics import classification_metrics
 from pipeline.paths import Paths
 from pipeline.runtime import OrtPredictor

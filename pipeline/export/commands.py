@@ -32,13 +32,10 @@ def export() -> None:
 def export_onnx_command(model_dir: Path, out_dir: Path, opset: int | None, atol: float | None,
                         exporter: str | None, texts_file: Path | None) -> None:
     """Export MODEL_DIR (a fine-tuned classifier folder) to the ONNX folder OUT_DIR, then check parity."""
-    from pipeline.export.onnx import ExportError, export_onnx, export_summary, load_parity_texts
+    from pipeline.export.onnx import export_onnx, export_summary, load_parity_texts
 
-    try:
-        info = export_onnx(model_dir, out_dir, opset=opset, atol=atol, exporter=exporter,
-                           texts=load_parity_texts(texts_file) if texts_file else None)
-    except ExportError as exc:
-        raise click.ClickException(str(exc)) from None
+    info = export_onnx(model_dir, out_dir, opset=opset, atol=atol, exporter=exporter,
+                       texts=load_parity_texts(texts_file) if texts_file else None)
     click.echo(export_summary(info))
     click.echo(f"wrote {out_dir}")
 
@@ -90,15 +87,12 @@ def predict(model_dir: Path, texts: tuple[str, ...], file: Path | None, text_fie
 
     Prints label, score and per-label probabilities for each input. An input that cannot be classified
     (empty, bad JSON, no text field) gets an error entry and the others go on; the exit status is then 1.
+    A folder or provider that cannot be used stops it before any input is read (exit status 2).
     """
-    from pipeline.runtime import OrtPredictor, PredictorError, classify_items
+    from pipeline.runtime import OrtPredictor, classify_items
 
     items = _read_items(texts, file, text_field)
-    try:
-        predictor = OrtPredictor(model_dir, provider=provider)
-        results = classify_items(predictor, items, batch_size=batch_size)
-    except PredictorError as exc:
-        raise click.ClickException(str(exc)) from None
+    results = classify_items(OrtPredictor(model_dir, provider=provider), items, batch_size=batch_size)
     if fmt == "table":
         _print_table(results)
     else:

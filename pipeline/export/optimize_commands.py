@@ -6,29 +6,26 @@ from pathlib import Path
 
 import click
 
+from pipeline.params_cli import params_option, run_with_params, set_option
+
 VARIANT_NAMES = ("fused", "int8", "int8-dynamic", "int8-static", "fp16")
 
 
 def _run(onnx_dir: Path, variants: tuple[str, ...], params_file: str, overrides: tuple[str, ...],
          max_f1_drop: float | None) -> None:
-    from pipeline.config import ConfigError, load_params
-    from pipeline.export.optimize import OptimizeError, load_gate_data, load_source, optimize_onnx, summary
+    from pipeline.export.optimize import load_gate_data, load_source, optimize_onnx, summary
     from pipeline.paths import Paths
 
-    try:
-        params = load_params(params_file, list(overrides))
+    def run(params):
         cfg = params.optimize
         if max_f1_drop is not None:
             cfg.max_f1_drop = max_f1_drop
         results = optimize_onnx(onnx_dir, list(variants) or cfg.variants, cfg, load_gate_data(Paths(), cfg))
-    except (ConfigError, OptimizeError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(summary(load_source(onnx_dir).family.name, results))
+        return summary(load_source(onnx_dir).family.name, results)
+
+    click.echo(run_with_params(run, params_file, overrides))
 
 
-_params = click.option("--params", "params_file", default="params.yaml", show_default=True)
-_set = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-                    help="override one param, e.g. --set optimize.calibration_size=64")
 _drop = click.option("--max-f1-drop", type=float, default=None,
                      help="points of validation macro-F1 a variant may lose (default: optimize.max_f1_drop)")
 
@@ -37,8 +34,8 @@ _drop = click.option("--max-f1-drop", type=float, default=None,
 @click.argument("onnx_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("variants", nargs=-1, type=click.Choice(VARIANT_NAMES))
 @_drop
-@_params
-@_set
+@params_option
+@set_option
 def optimize(onnx_dir: Path, variants: tuple[str, ...], max_f1_drop: float | None, params_file: str,
              overrides: tuple[str, ...]) -> None:
     """Build VARIANTS (default: optimize.variants) of the fp32 folder ONNX_DIR as sibling folders
@@ -51,8 +48,8 @@ def optimize(onnx_dir: Path, variants: tuple[str, ...], max_f1_drop: float | Non
 @click.option("--method", type=click.Choice(["dynamic", "static", "family"]), default="family", show_default=True,
               help="INT8 method; family: the family's choice (OnnxSpec.int8_method)")
 @_drop
-@_params
-@_set
+@params_option
+@set_option
 def quantize(onnx_dir: Path, method: str, max_f1_drop: float | None, params_file: str,
              overrides: tuple[str, ...]) -> None:
     """INT8 variant of the fp32 folder ONNX_DIR (ONNX_DIR-int8, or ONNX_DIR-int8-METHOD)."""

@@ -4,9 +4,17 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from pipeline.errors import BilmError
 from pipeline.families.base import Family, OnnxSpec
 
 _REGISTRY: dict[str, Family] = {}
+
+
+class UnknownFamilyError(BilmError, KeyError):
+    """A family name or model type that no module in pipeline/families registers."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
 
 
 def register(cls: type[Family]) -> type[Family]:
@@ -17,14 +25,14 @@ def register(cls: type[Family]) -> type[Family]:
 
 def _load_all() -> None:
     for module in pkgutil.iter_modules(__path__):
-        if module.name != "base":
+        if module.name != "base" and not module.name.startswith("_"):  # _name: shared helpers, no family
             importlib.import_module(f"{__name__}.{module.name}")
 
 
 def get_family(name: str) -> Family:
     _load_all()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model family {name!r}; known families: {', '.join(sorted(_REGISTRY))}")
+        raise UnknownFamilyError(f"unknown model family {name!r}; known families: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 
@@ -39,7 +47,7 @@ def family_of_config(config) -> Family:
     for family in _REGISTRY.values():
         if family.classifier_class.config_class.model_type == config.model_type:
             return family
-    raise KeyError(f"no registered family handles model_type {config.model_type!r}; "
+    raise UnknownFamilyError(f"no registered family handles model_type {config.model_type!r}; "
                    f"known families: {', '.join(sorted(_REGISTRY))}")
 
 

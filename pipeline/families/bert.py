@@ -15,7 +15,7 @@ from transformers import (BertConfig, BertForPreTraining, BertForSequenceClassif
 from pipeline.config import ModelConfig, PretrainConfig, TokenizerConfig
 from pipeline.families import register
 from pipeline.families.base import Family, OnnxSpec
-from pipeline.families.vocab import continuing_subwords
+from pipeline.families._vocab import continuing_subwords
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -91,7 +91,7 @@ class Bert(Family):
         tok.normalizer = normalizers.BertNormalizer(lowercase=cfg.lowercase, strip_accents=cfg.lowercase, clean_text=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        # the `##c` tokens as specials, in sorted order: deterministic ids and merges (families/vocab.py)
+        # the `##c` tokens as specials, in sorted order: deterministic ids and merges (families/_vocab.py)
         specials = SPECIAL_TOKENS + continuing_subwords(tok, corpus)
         trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
                                             special_tokens=specials, show_progress=False)

@@ -17,7 +17,7 @@ from transformers import (DataCollatorForPermutationLanguageModeling, XLNetConfi
 from pipeline.config import ModelConfig, PretrainConfig, TokenizerConfig
 from pipeline.families import register
 from pipeline.families.base import Family, OnnxSpec
-from pipeline.families.vocab import sorted_unigram_vocab
+from pipeline.families._vocab import sorted_unigram_vocab
 
 # <unk> first: XLNetTokenizer's unk_id defaults to 0
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>"]
