@@ -32,6 +32,7 @@ def optimum_python() -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.interop
 @pytest.mark.filterwarnings("ignore:.*were truncated")  # one sample text is longer than 256 tokens, on purpose
 def test_optimum_cross_check_in_its_own_venv(optimum_python, bert_model_dir, bert_onnx_dir, texts, tmp_path):
     """Our BERT folder in optimum's ORTModelForSequenceClassification, and optimum's own export of the same

@@ -4,6 +4,7 @@ Not imported by `pipeline.runtime`, which must stay importable without torch: im
 """
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -30,8 +31,6 @@ class TorchPredictor(Predictor):
 
     def __init__(self, folder: str | Path, device: str = "cpu", threads: int | None = None):
         super().__init__(folder)
-        from pipeline.families import family_of_config
-
         self.device = resolve_device(device)
         if not sys.stderr.isatty():  # transformers' weight-loading bar: terminals only, not CI logs
             from transformers.utils import logging as hf_logging
@@ -45,8 +44,9 @@ class TorchPredictor(Predictor):
             raise PredictorError(f"{self.folder} holds no loadable classifier ({exc}); pass a fine-tuned "
                                  f"folder such as artifacts/models/bert") from None
         self.model = model.to(self.device).eval()
-        # the family's input names (XLNet and BERT both take these three); other keys are not fed
-        self.inputs = family_of_config(model.config).onnx.inputs
+        # the encoder's inputs that this model's forward takes (BERT and XLNet take all three)
+        accepted = inspect.signature(self.model.forward).parameters
+        self.inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in accepted]
 
     def predict_logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         feed = {name: torch.from_numpy(np.ascontiguousarray(batch[name])).to(self.device) for name in self.inputs}

@@ -7,8 +7,13 @@ so parallel test processes build it once).
   resolving optimum never pulls another torch; on a machine without a local CPU wheel, point pip at the CPU
   index (PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu) or a CUDA torch (GBs) gets downloaded.
 - MODELOPT: `nvidia-modelopt[onnx]` (the gpu extra's INT8 quantizer) requires onnxruntime-gpu, which must not
-  sit next to bilm's onnxruntime. This venv sees bilm's environment (--system-site-packages) and shadows only
-  what modelopt brings: onnxruntime-gpu runs on the CPU there too.
+  sit next to bilm's onnxruntime. This venv sees the *active* environment's packages (those of the interpreter
+  running the tests, a virtualenv included) after its own, and shadows only what modelopt brings:
+  onnxruntime-gpu runs on the CPU there too. `python -m venv --system-site-packages` would not do: from inside
+  a virtualenv it exposes the base interpreter's packages, not the active virtualenv's.
+
+Both need packages from PyPI, so their tests are marked `interop` and left out of the default run:
+`python -m pytest -m interop` (.ci/run runs it after the README's command).
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ class VenvSpec:
     env_var: str
     steps: tuple[str, ...]  # `pip install` runs, in order
     check: str  # python code that must run in the finished venv
-    system_site_packages: bool = False
+    inherit_active_env: bool = False  # see the active interpreter's packages after the venv's own
     report: tuple[str, ...] = ()  # distributions whose versions the marker records
 
 
@@ -37,7 +42,7 @@ OPTIMUM = VenvSpec("optimum", "BILM_OPTIMUM_VENV", ("torch==2.13.0", "optimum[on
                    "import optimum.onnxruntime, optimum.exporters.onnx, tokenizers",
                    report=("torch", "transformers", "optimum", "optimum-onnx", "onnxruntime", "onnx", "tokenizers"))
 MODELOPT = VenvSpec("modelopt", "BILM_MODELOPT_VENV", ("nvidia-modelopt[onnx]>=0.20",),  # the gpu extra's
-                    "import modelopt.onnx.quantization, onnxruntime", system_site_packages=True,
+                    "import modelopt.onnx.quantization, onnxruntime, tokenizers", inherit_active_env=True,
                     report=("nvidia-modelopt", "onnxruntime-gpu", "onnx"))
 MARKER = ".bilm-venv-complete"
 
@@ -55,8 +60,26 @@ def _python(venv: Path) -> Path:
 
 
 def _wanted(spec: VenvSpec) -> dict:
-    return {"requirements": list(spec.steps), "system_site_packages": spec.system_site_packages,
+    return {"requirements": list(spec.steps), "inherit": _active_site_dirs() if spec.inherit_active_env else [],
             "python": sys.version.split()[0]}
+
+
+def _active_site_dirs() -> list[str]:
+    """The site-packages folders of the interpreter running this code (its virtualenv's, where it runs in one)."""
+    import site
+
+    dirs = [p for p in sys.path if p and Path(p).name in ("site-packages", "dist-packages")]
+    if site.ENABLE_USER_SITE and Path(site.getusersitepackages()).is_dir():
+        dirs.append(site.getusersitepackages())
+    return list(dict.fromkeys(str(Path(d).resolve()) for d in dirs))
+
+
+def _inherit_active_env(venv: Path) -> None:
+    """A .pth file that adds the active site dirs after the venv's own, with their .pth files (editable installs)."""
+    own = subprocess.run([_python(venv), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    lines = [f"import site; site.addsitedir({d!r})" for d in _active_site_dirs()]
+    (Path(own) / "zz-bilm-active-env.pth").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _marker(venv: Path) -> dict | None:
@@ -95,8 +118,9 @@ def ensure_venv(spec: VenvSpec, timeout: float = 900) -> tuple[Path, dict]:
         shutil.rmtree(venv, ignore_errors=True)
         start = time.perf_counter()
         try:
-            _run([sys.executable, "-m", "venv", *(["--system-site-packages"] * spec.system_site_packages), venv],
-                 120)
+            _run([sys.executable, "-m", "venv", venv], 120)
+            if spec.inherit_active_env:
+                _inherit_active_env(venv)
             pip = [_python(venv), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
             for step in spec.steps:  # one at a time: a later step finds the earlier ones satisfied
                 _run(pip + [step], timeout)
