@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-LABELS = {0: "great", 1: "other"}
+from pipeline.random_model import LABELS  # noqa: F401  (tests import it from here)
 _CACHE: dict[str, Path] = {}
 
 
@@ -29,24 +29,16 @@ def _root(factory: pytest.TempPathFactory) -> Path:
 
 def build_model_dir(family_name: str, factory: pytest.TempPathFactory, classifier: bool = True) -> Path:
     """A saved model folder (classifier, or the family's pretraining model when classifier=False)."""
-    import torch
-
-    from pipeline.config import ModelConfig, TokenizerConfig
-    from pipeline.families import get_family
+    from pipeline.config import ModelConfig
+    from pipeline.random_model import save_random_classifier
 
     key = f"{family_name}-{'cls' if classifier else 'pre'}"
     if key not in _CACHE:
-        root, family = _root(factory), get_family(family_name)
-        tokenizer = family.train_tokenizer([root / "corpus.txt"], TokenizerConfig(vocab_size=500))
+        root = _root(factory)
         shape = ModelConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                             max_position_embeddings=256)
-        config = family.build_config(shape, tokenizer, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
-        torch.manual_seed(0)
-        model = family.classifier_class(config) if classifier else family.pretraining_model(config)
-        out = root / key
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        _CACHE[key] = out
+        _CACHE[key] = save_random_classifier(family_name, shape, root / "corpus.txt", root / key, vocab_size=500,
+                                             classifier=classifier)
     return _CACHE[key]
 
 

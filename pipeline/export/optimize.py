@@ -295,18 +295,17 @@ def check_gate(record: dict[str, Any]) -> None:
             f"optimize.variants, try optimize.int8_method=static|dynamic or per_channel, or raise max_f1_drop")
 
 
-def load_gate_data(paths, cfg: OptimizeConfig, text_field: str = "text") -> GateData:
-    """Validation split (text, label_id) for the gate; train texts for calibration."""
-    from pipeline.io import read_jsonl
+def load_gate_data(paths, cfg: OptimizeConfig) -> GateData:
+    """Validation split (text, label_id) for the gate; train texts for calibration (none when absent)."""
+    from pipeline.data import read_split
 
-    split = paths.split("validation")
-    if not split.is_file():
-        raise OptimizeError(f"{split} not found: the accuracy gate needs the validation split; run "
-                            f"`dvc repro prepare` (or bilm prepare)")
-    rows = read_jsonl(split)[: cfg.max_gate_samples or None]
-    train = paths.split("train")
-    calibration = [r[text_field] for r in read_jsonl(train)[: cfg.calibration_size]] if train.is_file() else []
-    return GateData([r[text_field] for r in rows], [int(r["label_id"]) for r in rows], calibration)
+    if not paths.split("validation").is_file():
+        raise OptimizeError(f"{paths.split('validation')} not found: the accuracy gate needs the validation split; "
+                            f"run `dvc repro prepare` (or bilm prepare)")
+    texts, labels = read_split("validation", paths)
+    n = cfg.max_gate_samples or None
+    calibration = read_split("train", paths)[0][: cfg.calibration_size] if paths.split("train").is_file() else []
+    return GateData(texts[:n], [int(label) for label in labels[:n]], calibration)
 
 
 # --- building the folders ----------------------------------------------------------------------------------
