@@ -61,21 +61,27 @@ def pick_profile(profiles: Sequence[Profile], batch: int, seq: int) -> int:
     return (exact or fits)[0]
 
 
+def pad_columns(batch: dict[str, np.ndarray], seq: int, pad_id: int, pad_type_id: int,
+                left: bool) -> dict[str, np.ndarray]:
+    """[b, s] inputs padded to [b, seq] on the tokenizer's side (XLNet: left) with its pad and segment ids;
+    new positions are masked, so the logits stay the same."""
+    cols = seq - batch["input_ids"].shape[1]
+    if cols <= 0:
+        return dict(batch)
+    fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": pad_type_id}
+    widths = ((0, 0), (cols, 0) if left else (0, cols))
+    return {name: np.pad(value, widths, constant_values=fill.get(name, 0)) for name, value in batch.items()}
+
+
 def pad_to_profile(batch: dict[str, np.ndarray], profile: Profile, pad_id: int, pad_type_id: int,
                    left: bool) -> dict[str, np.ndarray]:
     """Pad [b, s] inputs up to the profile's min batch and sequence. Extra positions are masked (same
     logits); extra rows repeat the first row (a fully masked row can turn into NaN in fp16), and the caller
     drops their logits."""
-    b, s = batch["input_ids"].shape
-    rows, cols = max(0, profile.batch[0] - b), max(0, profile.sequence[0] - s)
-    fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": pad_type_id}
-    out = {}
-    for name, value in batch.items():
-        if cols:
-            value = np.pad(value, ((0, 0), (cols, 0) if left else (0, cols)), constant_values=fill.get(name, 0))
-        if rows:
-            value = np.concatenate([value, np.repeat(value[:1], rows, axis=0)])
-        out[name] = value
+    out = pad_columns(batch, profile.sequence[0], pad_id, pad_type_id, left)
+    rows = max(0, profile.batch[0] - batch["input_ids"].shape[0])
+    if rows:
+        out = {name: np.concatenate([value, np.repeat(value[:1], rows, axis=0)]) for name, value in out.items()}
     return out
 
 

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 
 from pipeline.config import EngineConfig, EngineProfile, EngineTolerance, load_params
 from pipeline.export.commands import export
-from pipeline.export.lint import lint_tensorrt
+from pipeline.export.lint import format_findings, lint_tensorrt
 from pipeline.export.tensorrt import (EngineError, EngineParityError, Profile, build_engines, calibration_batches,
                                       check_request, check_workspace, compat_problem, convert_fp16, engine_name,
                                       exact_batch, lint_or_raise, model_max_positions, modelopt_version,
@@ -184,6 +184,24 @@ def test_parity_tolerance_per_precision():
         summarize_parity([ok, bad], tol, "fp16")
 
 
+def test_label_agreement_is_pooled_over_every_row_of_every_shape():
+    """One near-tied text flips at 1x8 (that shape alone: 0%); over 1 + 1 + 8 rows it is 90%, within int8's
+    gate. Two flips in 10 rows (80%) fail it, and the message gives the pooled figure."""
+    tol = EngineTolerance(atol=1.0, min_label_agreement=0.9)
+    tied = np.array([[0.50, 0.49]])
+    rows8 = np.tile([[1.0, 0.0]], (8, 1))
+    records = [parity_record(tied, tied[:, ::-1], 1, 8, tol), parity_record(tied, tied, 1, 128, tol),
+               parity_record(rows8, rows8, 8, 128, tol)]
+    assert records[0]["label_agreement"] == 0.0 and records[0]["passed"]  # per shape: only the diff gates
+    summary = summarize_parity(records, tol, "int8")
+    assert summary["passed"] and summary["label_agreement"] == pytest.approx(0.9) and summary["rows"] == 10
+    flipped = rows8.copy()
+    flipped[0] = flipped[0, ::-1]
+    records[2] = parity_record(rows8, flipped, 8, 128, tol)
+    with pytest.raises(EngineParityError, match=r"label agreement 80.0% over 10 rows of 3 shapes"):
+        summarize_parity(records, tol, "int8")
+
+
 # --- the lint on the exported graphs -------------------------------------------------------------------
 def test_exported_graphs_pass_the_tensorrt_lint(onnx_dir):
     assert lint_or_raise(onnx_dir)["passed"]
@@ -225,6 +243,38 @@ def test_lint_rejects_asymmetric_uint8_qdq():
     assert "signed int8" in result["errors"][0]["problem"] and "QInt8" in result["errors"][0]["fix"]
 
 
+def _non_int8_dequantize(model: onnx.ModelProto) -> list[str]:
+    """DequantizeLinear nodes fed by an initializer that is not int8 (ORT's quantized biases are int32)."""
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    return sorted(n.name for n in model.graph.node if n.op_type == "DequantizeLinear"
+                  and types.get(n.input[0], TensorProto.INT8) != TensorProto.INT8)
+
+
+def test_lint_rejects_ort_default_bias_quantization(onnx_dir, family_name, texts, tmp_path):
+    """ONNX Runtime's static quantizer with its defaults (QuantizeBias on) on the real exported graphs: each
+    int32 bias DequantizeLinear is a lint error (TensorRT's parser takes int8/fp8/int4/fp4 only). BERT's
+    classifier Gemm bias is one; bilm's own Q/DQ graph (test below) has none."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from pipeline.export.calibration import BatchReader
+
+    batches = calibration_batches(onnx_dir, texts[:64], samples=32, batch_size=16, max_sequence=128)
+    quantize_static(str(onnx_dir / "model.onnx"), str(tmp_path / "default.onnx"), BatchReader(batches),
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"],
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    graph = onnx.load(str(tmp_path / "default.onnx"))
+    int32 = _non_int8_dequantize(graph)
+    if family_name == "bert":
+        assert "model.classifier.bias_DequantizeLinear" in int32
+    result = lint_tensorrt(graph)
+    flagged = sorted(e["node"] for e in result["errors"] if "DequantizeLinear of a INT32 input" in e["problem"])
+    assert flagged == int32 and result["passed"] == (not int32)
+    if int32:
+        assert "QuantizeBias" in format_findings(result)
+
+
 # --- precision graphs (CPU) ----------------------------------------------------------------------------
 @pytest.mark.parametrize("quantizer", ["ort", "modelopt"])
 def test_int8_qdq_graph_has_qdq_nodes_passes_the_lint_and_stays_close(onnx_dir, texts, tmp_path, quantizer):
@@ -237,6 +287,7 @@ def test_int8_qdq_graph_has_qdq_nodes_passes_the_lint_and_stays_close(onnx_dir, 
     info = quantize_qdq(onnx_dir / "model.onnx", tmp_path / "q.onnx", batches, quantizer=quantizer)
     assert info["format"] == "QDQ" and info["calibration_rows"] == 64
     graph = onnx.load(str(tmp_path / "q.onnx"))
+    assert _non_int8_dequantize(graph) == []  # biases stay float: TensorRT's parser takes int8 DQ inputs only
     ops = [n.op_type for n in graph.graph.node]
     assert ops.count("QuantizeLinear") >= 4 and ops.count("DequantizeLinear") >= 4
     assert lint_tensorrt(graph)["passed"]  # signed, symmetric: what TensorRT reads
@@ -248,7 +299,32 @@ def test_int8_qdq_graph_has_qdq_nodes_passes_the_lint_and_stays_close(onnx_dir, 
     assert 0 < diff <= 0.1 * np.abs(expected).max(), (expected, got)  # quantized, and within 10% of the logits
 
 
+def test_modelopt_calibration_rows_are_padded_as_the_family_pads(onnx_dir, family_name, texts):
+    """modelopt gets every calibration row at one length: shorter batches are padded on the tokenizer's side
+    (XLNet: left) with its pad id, mask 0 and its pad segment id (XLNet: 4), so calibration sees real inputs."""
+    from pipeline.export.tensorrt import modelopt_calibration
+
+    encoder = TextEncoder(onnx_dir)
+    batches = calibration_batches(onnx_dir, texts[:40], samples=40, batch_size=8, max_sequence=64)
+    calib = modelopt_calibration(batches, encoder)
+    longest = max(b["input_ids"].shape[1] for b in batches)
+    assert {k: v.shape for k, v in calib.items()} == dict.fromkeys(batches[0], (40, longest))
+    shortest = batches[0]  # length-sorted: the first batch is the shortest
+    width = shortest["input_ids"].shape[1]
+    assert width < longest
+    rows = slice(0, len(shortest["input_ids"]))
+    new = slice(0, longest - width) if encoder.padding_side == "left" else slice(width, longest)
+    old = slice(longest - width, longest) if encoder.padding_side == "left" else slice(0, width)
+    assert (encoder.padding_side == "left") == (family_name == "xlnet")
+    assert (calib["input_ids"][rows, new] == encoder.pad_id).all()
+    assert (calib["attention_mask"][rows, new] == 0).all()
+    assert (calib["token_type_ids"][rows, new] == encoder.pad_type_id).all()
+    for name in batches[0]:
+        np.testing.assert_array_equal(calib[name][rows, old], shortest[name])
+
+
 @pytest.mark.slow
+@pytest.mark.interop
 def test_modelopt_qdq_graphs_in_the_modelopt_venv():
     """The modelopt rows above, where modelopt is installed: in its own venv (tests/interop/venvs.py, MODELOPT:
     it needs onnxruntime-gpu), both families. ORT's rows run after modelopt's in that pytest process, so
