@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,12 @@ from pipeline.export.tensorrt import (EngineError, EngineParityError, Profile, b
                                       summarize_parity, unavailable_reason, validate_profiles)
 from pipeline.paths import Paths
 from pipeline.runtime import PredictorError, TextEncoder
+from pipeline.trt_common import cuda_unavailable_reason
 
 REPO = Path(__file__).resolve().parents[1]
-NO_GPU = unavailable_reason() is not None
+HAS_CUDA = cuda_unavailable_reason() is None  # a CUDA device, whether or not TensorRT is installed
+CAN_BUILD = unavailable_reason() is None  # CUDA and an importable TensorRT
+MODELOPT = find_spec("modelopt") is not None  # found without asking modelopt_version, the code under test
 
 
 def profile(b=(1, 1, 8), s=(8, 64, 128)) -> EngineProfile:
@@ -153,21 +157,18 @@ def test_unknown_precision_is_refused():
 
 
 def test_modelopt_quantizer_without_modelopt_says_how_to_get_it():
-    try:
-        version = modelopt_version()
-    except EngineError as exc:
-        assert "scripts/install.sh --gpu" in str(exc) and "engine.quantizer: ort" in str(exc)
+    if MODELOPT:
+        from importlib.metadata import version
+
+        assert modelopt_version() == version("nvidia-modelopt")
     else:
-        assert version[0].isdigit()
+        with pytest.raises(EngineError, match=r"scripts/install.sh --gpu.*engine.quantizer: ort"):
+            modelopt_version()
 
 
 def test_auto_quantizer_picks_modelopt_under_strong_typing_where_installed():
-    try:
-        installed = bool(modelopt_version())
-    except EngineError:
-        installed = False
     assert resolve_quantizer("auto", "weak") == "ort"  # BuilderFlag.FP16 covers the layers between Q/DQ
-    assert resolve_quantizer("auto", "strong") == ("modelopt" if installed else "ort")
+    assert resolve_quantizer("auto", "strong") == ("modelopt" if MODELOPT else "ort")
     assert resolve_quantizer("ort", "strong") == "ort" and resolve_quantizer("modelopt", "weak") == "modelopt"
     with pytest.raises(EngineError, match="pass ort or modelopt"):
         quantize_qdq(Path("model.onnx"), Path("q.onnx"), [{"input_ids": np.zeros((1, 4))}], quantizer="auto")
@@ -278,11 +279,8 @@ def test_lint_rejects_ort_default_bias_quantization(onnx_dir, family_name, texts
 # --- precision graphs (CPU) ----------------------------------------------------------------------------
 @pytest.mark.parametrize("quantizer", ["ort", "modelopt"])
 def test_int8_qdq_graph_has_qdq_nodes_passes_the_lint_and_stays_close(onnx_dir, texts, tmp_path, quantizer):
-    if quantizer == "modelopt":  # the gpu extra; it brings onnxruntime-gpu, so CI's CPU install lacks it
-        try:
-            modelopt_version()
-        except EngineError as exc:
-            pytest.skip(str(exc))
+    if quantizer == "modelopt" and not MODELOPT:  # the modelopt extra brings onnxruntime-gpu: its own venv
+        pytest.skip("nvidia-modelopt is not installed here; test_modelopt_qdq_graphs_in_the_modelopt_venv runs it")
     batches = calibration_batches(onnx_dir, texts[:200], samples=64, batch_size=16, max_sequence=128)
     info = quantize_qdq(onnx_dir / "model.onnx", tmp_path / "q.onnx", batches, quantizer=quantizer)
     assert info["format"] == "QDQ" and info["calibration_rows"] == 64
@@ -368,8 +366,8 @@ def _stage_root(onnx_dir: Path, family: str, tmp_path: Path) -> Paths:
     return paths
 
 
-@pytest.mark.skipif(not NO_GPU, reason="CUDA and TensorRT present: the stage builds instead")
-def test_stage_without_cuda_records_the_skip_and_reason(bert_onnx_dir, tmp_path):
+@pytest.mark.skipif(CAN_BUILD, reason="CUDA and TensorRT present: the stage builds instead")
+def test_stage_without_cuda_or_tensorrt_records_the_skip_and_reason(bert_onnx_dir, tmp_path):
     paths = _stage_root(bert_onnx_dir, "bert", tmp_path)
     params = load_params(REPO / "params.yaml", ["preset=tiny"])
     params.engine.profiles = [profile(s=(8, 64, 128))]
@@ -377,14 +375,12 @@ def test_stage_without_cuda_records_the_skip_and_reason(bert_onnx_dir, tmp_path)
     written = json.loads((paths.engines("bert") / "engine.json").read_text())
     assert written == json.loads(json.dumps(summary))
     assert written["built"] is False and written["family"] == "bert" and written["engines"] == {}
-    assert "no CUDA device" in written["reason"]
-    try:
-        import tensorrt  # noqa: F401
-    except (ImportError, OSError):
+    assert ("no CUDA device" in written["reason"]) == (not HAS_CUDA)
+    if find_spec("tensorrt") is None:
         assert "TensorRT not installed" in written["reason"]
 
 
-@pytest.mark.skipif(not NO_GPU, reason="CUDA and TensorRT present: the stage builds instead")
+@pytest.mark.skipif(HAS_CUDA, reason="a CUDA device is present")
 def test_stage_script_exits_zero_without_cuda(bert_onnx_dir, tmp_path):
     paths = _stage_root(bert_onnx_dir, "bert", tmp_path)  # tmp_path/artifacts, as `dvc repro` would see it
     params = (REPO / "params.yaml").read_text().replace("\npreset: small", "\npreset: tiny")
@@ -413,7 +409,7 @@ def test_cli_reports_bad_profile_shapes(bert_onnx_dir, tmp_path):
     assert result.exit_code != 0 and "MIN,OPT,MAX" in result.output
 
 
-@pytest.mark.skipif(not NO_GPU, reason="CUDA and TensorRT present")
+@pytest.mark.skipif(HAS_CUDA, reason="a CUDA device is present")
 def test_trt_predictor_without_cuda_says_why(bert_onnx_dir, tmp_path):
     from pipeline.runtime.trt import TrtPredictor
 
@@ -424,12 +420,44 @@ def test_trt_predictor_without_cuda_says_why(bert_onnx_dir, tmp_path):
         TrtPredictor(folder)
 
 
-def test_ort_tensorrt_provider_options_cache_under_artifacts(bert_onnx_dir, tmp_path):
-    from pipeline.runtime.ort import tensorrt_ep_options
+def test_ort_tensorrt_provider_options_cache_under_artifacts_with_one_explicit_profile(onnx_dir, tmp_path):
+    """The TensorRT EP gets one optimization profile over the model's real inputs (export.json) up to its
+    tokenizer's max length, so it does not rebuild its engine as shapes grow."""
+    from pipeline.runtime.ort import _graph_inputs, tensorrt_ep_options
 
-    options = tensorrt_ep_options(bert_onnx_dir, cache_dir=tmp_path / "cache")
+    inputs = _graph_inputs(onnx_dir)
+    assert inputs == [i.name for i in ort.InferenceSession(str(onnx_dir / "model.onnx"),
+                                                           providers=["CPUExecutionProvider"]).get_inputs()]
+    max_length = TextEncoder(onnx_dir).max_length
+    options = tensorrt_ep_options(onnx_dir, cache_dir=tmp_path / "cache", inputs=inputs, max_sequence=max_length)
     assert options["trt_fp16_enable"] is True and options["trt_engine_cache_path"] == str(tmp_path / "cache")
     assert (tmp_path / "cache").is_dir()
+    assert options["trt_profile_min_shapes"] == ",".join(f"{name}:1x4" for name in inputs)
+    assert options["trt_profile_opt_shapes"] == ",".join(f"{name}:1x{min(128, max_length)}" for name in inputs)
+    assert options["trt_profile_max_shapes"] == ",".join(f"{name}:64x{max_length}" for name in inputs)
+
+
+def test_pip_tensorrt_libraries_are_found_where_installed():
+    """`--provider tensorrt` loads pip's libnvinfer (site-packages/tensorrt_libs) before the session starts."""
+    from importlib.util import find_spec
+
+    from pipeline.runtime.ort import preload_tensorrt_libraries
+
+    spec = find_spec("tensorrt_libs")
+    folder = preload_tensorrt_libraries()
+    assert folder == (None if spec is None else str(Path(spec.origin).parent))
+    if folder:
+        assert sorted(Path(folder).glob("libnvinfer.so.*")), folder
+
+
+def test_tensorrt_runner_imports_nothing_from_export():
+    """runtime/trt.py and the builder share pipeline/trt_common.py; the runner never loads export code."""
+    code = ("import sys, pipeline.runtime.trt; "
+            "print(sorted(m for m in sys.modules if m.startswith('pipeline.export')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 # --- on a GPU with TensorRT: real engines --------------------------------------------------------------
