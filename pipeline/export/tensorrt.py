@@ -142,7 +142,7 @@ def resolve_quantizer(quantizer: str, typing: str) -> str:
             return "modelopt"
         except EngineError:
             log.warning("int8 under strong typing with ONNX Runtime's Q/DQ graph: layers between the quantized "
-                        "MatMuls run in fp32; install nvidia-modelopt (the gpu extra) for fp16 there")
+                        "MatMuls run in fp32; install nvidia-modelopt (the modelopt extra) for fp16 there")
     return "ort"
 
 
@@ -313,8 +313,9 @@ def modelopt_version() -> str:
     try:
         return version("nvidia-modelopt")
     except PackageNotFoundError:
-        raise EngineError("engine.quantizer = modelopt needs nvidia-modelopt[onnx]: bash "
-                          "scripts/install.sh --gpu (the gpu extra), or set engine.quantizer: ort") from None
+        raise EngineError("engine.quantizer = modelopt needs nvidia-modelopt[onnx], which exists for CUDA 12: bash "
+                          "scripts/install.sh --gpu --cuda 12 --modelopt (the modelopt extra), or set "
+                          "engine.quantizer: ort") from None
 
 
 def convert_fp16(model_path: Path, out_path: Path) -> dict[str, Any]:
