@@ -3,8 +3,9 @@
     python scripts/gpu_check.py STEP OUTDIR [FAMILY]
 
 Every step writes OUTDIR/<step>[-FAMILY].json (atomically, as it finishes, also when it fails) with
-"status": "passed" | "failed" | "skipped", and exits non-zero when it failed, so that a timeout or an error in
-one step loses nothing measured before it.
+"status": "passed" | "partial" (some rows failed; their errors are listed, the other rows kept) | "failed" |
+"skipped", and exits non-zero only when it failed, so that a timeout or an error in one step loses nothing
+measured before it, and one failing row (say, torch.compile on XLNet) does not stop the check.
 
 - `env`: the GPU, CUDA and package versions; fails with "no CUDA device" where torch sees none (seconds).
 - `models`: random-weight classifiers of the base preset's shape (BERT-base, XLNet-base) with a tokenizer
@@ -63,12 +64,12 @@ def write_result(out: Path, name: str, result: dict[str, Any]) -> Path:
 
 def run_step(out: Path, name: str, body: Callable[[dict[str, Any]], None]) -> int:
     """Run `body(result)`, which fills `result` as it measures; write the JSON whatever happens. Exit code:
-    0 passed or skipped, 1 failed."""
+    0 passed, partial or skipped; 1 failed."""
     result: dict[str, Any] = {"step": name, "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     start = time.perf_counter()
     try:
         body(result)
-        result["status"] = "failed" if result.get("errors") else "passed"
+        result["status"] = ("failed" if not result.get("rows") else "partial") if result.get("errors") else "passed"
     except StepSkipped as exc:
         result.update(status="skipped", reason=str(exc))
     except StepFailed as exc:
@@ -279,7 +280,8 @@ def _train_steps(family, model_config, batches: list[dict], compiled: bool, peak
 
     torch.manual_seed(0)
     model = family.pretraining_model(model_config).to("cuda").train()
-    step_model = torch.compile(model) if compiled else model
+    varying = len({tuple(f["input_ids"].shape) for f in batches}) > 1  # BERT: each batch padded to its longest
+    step_model = torch.compile(model, dynamic=varying) if compiled else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     feeds = [{k: v.to("cuda") for k, v in b.items()} for b in batches]
     position = iter(range(10 ** 9))

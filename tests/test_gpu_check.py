@@ -38,6 +38,17 @@ def test_gpu_check_without_cuda_stops_at_once_and_says_no_cuda_device(tmp_path):
     assert "step env failed" in done.stderr
 
 
+def test_a_step_past_its_time_limit_leaves_a_json_that_says_so(tmp_path):
+    """The shell writes the JSON of a step it had to kill (Python could not); the check stops there."""
+    out = tmp_path / "gpu"
+    env = {**os.environ, "BILM_GPU_CHECK_LIMIT_S": "0.2"}  # less than importing torch takes
+    done = subprocess.run(["bash", str(REPO / "scripts/gpu_check.sh"), str(out)], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 124
+    written = json.loads((out / "env.json").read_text())
+    assert written == {"step": "env", "status": "failed", "reason": "ran past its limit of 0.2s; see env.log"}
+
+
 def test_a_failing_step_keeps_what_it_measured(tmp_path):
     """Each row is written with the step's JSON even when a later row or the step itself fails."""
     def body(result):
@@ -55,8 +66,16 @@ def test_a_failing_step_keeps_what_it_measured(tmp_path):
     def only_a_row_fails(result):
         gpu_check.guarded(result, "bad", lambda: 1 / 0)
 
-    assert gpu_check.run_step(tmp_path, "rows", only_a_row_fails) == 1
+    assert gpu_check.run_step(tmp_path, "rows", only_a_row_fails) == 1  # nothing measured: the step failed
     assert json.loads((tmp_path / "rows.json").read_text())["status"] == "failed"
+
+    def one_of_two_rows_fails(result):
+        gpu_check.guarded(result, "good", lambda: {"p50_ms": 1.0})
+        gpu_check.guarded(result, "bad", lambda: 1 / 0)
+
+    assert gpu_check.run_step(tmp_path, "partial", one_of_two_rows_fails) == 0  # the check goes on
+    written = json.loads((tmp_path / "partial.json").read_text())
+    assert written["status"] == "partial" and set(written["rows"]) == {"good"} and set(written["errors"]) == {"bad"}
 
 
 def test_tensorrt_step_is_skipped_with_the_reason_where_tensorrt_cannot_run(tmp_path):
