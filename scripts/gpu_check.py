@@ -427,7 +427,7 @@ def main(argv: list[str]) -> int:
               f"{{torch|pretrain|tensorrt}} OUTDIR {{{','.join(FAMILIES)}}}", file=sys.stderr)
         return 2
     step, out = argv[0], Path(argv[1])
-    work = out / "work"
+    work = Path(os.environ.get("BILM_GPU_CHECK_WORK") or out / "work")  # models: keep them out of OUTDIR if big
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     bodies = {"env": step_env, "models": lambda r: step_models(r, work), "gpu-tests": step_gpu_tests,
