@@ -483,7 +483,7 @@ def built(trt_ready, onnx_dir, texts, tmp_path_factory):
 
 
 @pytest.mark.gpu
-def test_gpu_engines_build_with_records_and_pass_parity(built):
+def test_gpu_engines_build_with_records_and_pass_parity(built, onnx_dir):
     out, summary = built
     assert summary["built"] and set(summary["engines"]) == {"fp16", "int8"}
     for precision in ("fp16", "int8"):
@@ -493,6 +493,8 @@ def test_gpu_engines_build_with_records_and_pass_parity(built):
         assert record["parity"]["passed"] and len(record["parity"]["shapes"]) == 6  # 2 profiles x min/opt/max
         assert {r["profile"] for r in record["parity"]["shapes"]} == {0, 1}
         assert record["typing"] in ("weak", "strong") and record["build_seconds"] > 0
+        for name in ("config.json", "tokenizer.json", "bilm.json"):  # the ONNX folder's, as optimize copies them
+            assert (out / precision / name).is_file() == (onnx_dir / name).is_file(), name
     assert (out.parent / "timing.cache").stat().st_size > 0
 
 
