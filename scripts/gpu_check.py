@@ -208,25 +208,32 @@ def _model_folder(work: Path, family: str) -> Path:
 
 def step_torch(result: dict[str, Any], work: Path, family: str) -> None:
     import torch
-    from transformers import AutoModelForSequenceClassification
 
-    from pipeline.bench import _stats, synthetic_batch
-    from pipeline.cuda_timing import VARIANTS, prepare_variant, time_forward
+    from pipeline.cuda_timing import VARIANTS
 
     folder = _model_folder(work, family)
     result.update(family=family, gpu=torch.cuda.get_device_name(0), iterations=ITERATIONS, warmup=WARMUP,
                   timing="CUDA events per call after synchronisation; synthetic token ids")
     for variant in VARIANTS:
-        model = AutoModelForSequenceClassification.from_pretrained(folder).to("cuda")
-        runner = prepare_variant(model, variant)
-        for batch, seq in LATENCY_SHAPES:
-            feed = {k: torch.from_numpy(v).to("cuda") for k, v in
-                    synthetic_batch(batch, seq, model.config.vocab_size).items()}
-            guarded(result, f"pytorch-cuda-{variant}/{batch}x{seq}",
-                    lambda: _stats(time_forward(runner, feed, ITERATIONS, WARMUP), batch))
-        del model, runner
-        torch.cuda.empty_cache()
+        _time_variant(result, folder, variant)
+        torch.cuda.empty_cache()  # the variant's model is gone with its function's locals
     _print_rows(result)
+
+
+def _time_variant(result: dict[str, Any], folder: Path, variant: str) -> None:
+    """One variant's rows at every LATENCY_SHAPES shape (a failing row keeps the others)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from pipeline.bench import _stats, synthetic_batch
+    from pipeline.cuda_timing import prepare_variant, time_forward
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder).to("cuda")
+    vocab, runner = model.config.vocab_size, prepare_variant(model, variant)
+    for batch, seq in LATENCY_SHAPES:
+        feed = {k: torch.from_numpy(v).to("cuda") for k, v in synthetic_batch(batch, seq, vocab).items()}
+        guarded(result, f"pytorch-cuda-{variant}/{batch}x{seq}",
+                lambda: _stats(time_forward(runner, feed, ITERATIONS, WARMUP), batch))
 
 
 def _print_rows(result: dict[str, Any]) -> None:
@@ -267,13 +274,15 @@ def step_pretrain(result: dict[str, Any], work: Path, family_name: str) -> None:
     for compiled in (False, True):
         guarded(result, "compiled" if compiled else "eager",
                 lambda: _train_steps(family, model_config, batches, compiled, result["peak_bf16_flops"]))
+        torch.cuda.empty_cache()  # the model and optimizer went with _train_steps' locals
     for key, row in result.get("rows", {}).items():
         print(f"  {family_name:6s} pretrain {key:8s} {row['tokens_per_s']:12,.0f} tokens/s  MFU "
               f"{row['mfu'] if row['mfu'] is None else round(100 * row['mfu'], 1)}%", flush=True)
 
 
 def _train_steps(family, model_config, batches: list[dict], compiled: bool, peak: float | None) -> dict[str, Any]:
-    """PRETRAIN_STEPS AdamW steps in bf16 autocast, cycling through `batches`, CUDA-event timed."""
+    """PRETRAIN_STEPS AdamW steps in bf16 autocast, cycling through `batches`, after PRETRAIN_WARMUP untimed
+    ones (compilation happens there); timed with CUDA events around all the steps."""
     import torch
 
     from pipeline.cuda_timing import cuda_event_times
@@ -294,12 +303,13 @@ def _train_steps(family, model_config, batches: list[dict], compiled: bool, peak
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    seconds = sum(cuda_event_times(step, PRETRAIN_STEPS, PRETRAIN_WARMUP))
+    for _ in range(PRETRAIN_WARMUP):
+        step()
+    # one span over all the steps, so that any GPU idle time between steps counts against throughput
+    (seconds,) = cuda_event_times(lambda: [step() for _ in range(PRETRAIN_STEPS)], 1, 0)
     used = [feeds[(PRETRAIN_WARMUP + i) % len(feeds)]["input_ids"].shape for i in range(PRETRAIN_STEPS)]
     flops = sum(3 * family.encoder_flops(model_config.to_dict(), b, s) for b, s in used)
     tokens = sum(b * s for b, s in used)
-    del model, step_model, optimizer
-    torch.cuda.empty_cache()
     return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
             "batch_shapes": sorted({f"{b}x{s}" for b, s in used}), "model_flops_per_s": flops / seconds,
             "mfu": flops / seconds / peak if peak else None}
@@ -339,11 +349,8 @@ def _engine_row(work: Path, family: str, precision: str, info: dict, texts: list
     """Build facts, parity against the default tolerance, and device latency at each shape: the engine's
     execute_async_v3 captured in a CUDA graph and replayed, so that launch overhead is not what is timed."""
     from pipeline.config import EngineTolerances
-    from pipeline.cuda_timing import cuda_event_times
     from pipeline.export.tensorrt import exact_batch
     from pipeline.runtime.trt import TrtPredictor
-
-    import torch
 
     predictor = TrtPredictor(work / f"{family}-base-engines" / precision)
     wanted = getattr(EngineTolerances(), precision)

@@ -17,7 +17,7 @@ from pipeline.trt_common import cuda_unavailable_reason
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 import gpu_check  # noqa: E402
-from export_fixtures import family_name, model_dir  # noqa: E402,F401
+from export_fixtures import family_name, model_dir  # noqa: E402,F401 (fixtures)
 
 HAS_CUDA = cuda_unavailable_reason() is None
 # bilm dependencies the GPU check's environment does not have: the steps that run there must not need them
