@@ -94,6 +94,8 @@ import json, sys
 for name in sys.argv[2:]:
     sys.modules[name] = None  # not installed on the GPU machine: importing it raises ImportError
 import gpu_check
+import pipeline.bench, pipeline.cuda_timing, pipeline.trt_common  # what the env and torch steps import
+from transformers import AutoModelForSequenceClassification
 from pathlib import Path
 out = Path(sys.argv[1])
 rc = gpu_check.main(["models", str(out)])
