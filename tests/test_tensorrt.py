@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from onnx import TensorProto, helper
 
 from pipeline.config import EngineConfig, EngineProfile, EngineTolerance, load_params
 from pipeline.export.commands import export
-from pipeline.export.lint import lint_tensorrt
+from pipeline.export.lint import format_findings, lint_tensorrt
 from pipeline.export.tensorrt import (EngineError, EngineParityError, Profile, build_engines, calibration_batches,
                                       check_request, check_workspace, compat_problem, convert_fp16, engine_name,
                                       exact_batch, lint_or_raise, model_max_positions, modelopt_version,
@@ -29,9 +30,12 @@ from pipeline.export.tensorrt import (EngineError, EngineParityError, Profile, b
                                       summarize_parity, unavailable_reason, validate_profiles)
 from pipeline.paths import Paths
 from pipeline.runtime import PredictorError, TextEncoder
+from pipeline.trt_common import cuda_unavailable_reason
 
 REPO = Path(__file__).resolve().parents[1]
-NO_GPU = unavailable_reason() is not None
+HAS_CUDA = cuda_unavailable_reason() is None  # a CUDA device, whether or not TensorRT is installed
+CAN_BUILD = unavailable_reason() is None  # CUDA and an importable TensorRT
+MODELOPT = find_spec("modelopt") is not None  # found without asking modelopt_version, the code under test
 
 
 def profile(b=(1, 1, 8), s=(8, 64, 128)) -> EngineProfile:
@@ -153,21 +157,18 @@ def test_unknown_precision_is_refused():
 
 
 def test_modelopt_quantizer_without_modelopt_says_how_to_get_it():
-    try:
-        version = modelopt_version()
-    except EngineError as exc:
-        assert "scripts/install.sh --gpu" in str(exc) and "engine.quantizer: ort" in str(exc)
+    if MODELOPT:
+        from importlib.metadata import version
+
+        assert modelopt_version() == version("nvidia-modelopt")
     else:
-        assert version[0].isdigit()
+        with pytest.raises(EngineError, match=r"scripts/install.sh --gpu.*engine.quantizer: ort"):
+            modelopt_version()
 
 
 def test_auto_quantizer_picks_modelopt_under_strong_typing_where_installed():
-    try:
-        installed = bool(modelopt_version())
-    except EngineError:
-        installed = False
     assert resolve_quantizer("auto", "weak") == "ort"  # BuilderFlag.FP16 covers the layers between Q/DQ
-    assert resolve_quantizer("auto", "strong") == ("modelopt" if installed else "ort")
+    assert resolve_quantizer("auto", "strong") == ("modelopt" if MODELOPT else "ort")
     assert resolve_quantizer("ort", "strong") == "ort" and resolve_quantizer("modelopt", "weak") == "modelopt"
     with pytest.raises(EngineError, match="pass ort or modelopt"):
         quantize_qdq(Path("model.onnx"), Path("q.onnx"), [{"input_ids": np.zeros((1, 4))}], quantizer="auto")
@@ -182,6 +183,24 @@ def test_parity_tolerance_per_precision():
     with pytest.raises(EngineParityError, match=r"fp16 engine parity failed.*2x8: max abs diff 1.*engine.tolerances"
                                                 r".fp16"):
         summarize_parity([ok, bad], tol, "fp16")
+
+
+def test_label_agreement_is_pooled_over_every_row_of_every_shape():
+    """One near-tied text flips at 1x8 (that shape alone: 0%); over 1 + 1 + 8 rows it is 90%, within int8's
+    gate. Two flips in 10 rows (80%) fail it, and the message gives the pooled figure."""
+    tol = EngineTolerance(atol=1.0, min_label_agreement=0.9)
+    tied = np.array([[0.50, 0.49]])
+    rows8 = np.tile([[1.0, 0.0]], (8, 1))
+    records = [parity_record(tied, tied[:, ::-1], 1, 8, tol), parity_record(tied, tied, 1, 128, tol),
+               parity_record(rows8, rows8, 8, 128, tol)]
+    assert records[0]["label_agreement"] == 0.0 and records[0]["passed"]  # per shape: only the diff gates
+    summary = summarize_parity(records, tol, "int8")
+    assert summary["passed"] and summary["label_agreement"] == pytest.approx(0.9) and summary["rows"] == 10
+    flipped = rows8.copy()
+    flipped[0] = flipped[0, ::-1]
+    records[2] = parity_record(rows8, flipped, 8, 128, tol)
+    with pytest.raises(EngineParityError, match=r"label agreement 80.0% over 10 rows of 3 shapes"):
+        summarize_parity(records, tol, "int8")
 
 
 # --- the lint on the exported graphs -------------------------------------------------------------------
@@ -225,18 +244,48 @@ def test_lint_rejects_asymmetric_uint8_qdq():
     assert "signed int8" in result["errors"][0]["problem"] and "QInt8" in result["errors"][0]["fix"]
 
 
+def _non_int8_dequantize(model: onnx.ModelProto) -> list[str]:
+    """DequantizeLinear nodes fed by an initializer that is not int8 (ORT's quantized biases are int32)."""
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    return sorted(n.name for n in model.graph.node if n.op_type == "DequantizeLinear"
+                  and types.get(n.input[0], TensorProto.INT8) != TensorProto.INT8)
+
+
+def test_lint_rejects_ort_default_bias_quantization(onnx_dir, family_name, texts, tmp_path):
+    """ONNX Runtime's static quantizer with its defaults (QuantizeBias on) on the real exported graphs: each
+    int32 bias DequantizeLinear is a lint error (TensorRT's parser takes int8/fp8/int4/fp4 only). BERT's
+    classifier Gemm bias is one; bilm's own Q/DQ graph (test below) has none."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from pipeline.export.calibration import BatchReader
+
+    batches = calibration_batches(onnx_dir, texts[:64], samples=32, batch_size=16, max_sequence=128)
+    quantize_static(str(onnx_dir / "model.onnx"), str(tmp_path / "default.onnx"), BatchReader(batches),
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"],
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    graph = onnx.load(str(tmp_path / "default.onnx"))
+    int32 = _non_int8_dequantize(graph)
+    if family_name == "bert":
+        assert "model.classifier.bias_DequantizeLinear" in int32
+    result = lint_tensorrt(graph)
+    flagged = sorted(e["node"] for e in result["errors"] if "DequantizeLinear of a INT32 input" in e["problem"])
+    assert flagged == int32 and result["passed"] == (not int32)
+    if int32:
+        assert "QuantizeBias" in format_findings(result)
+
+
 # --- precision graphs (CPU) ----------------------------------------------------------------------------
 @pytest.mark.parametrize("quantizer", ["ort", "modelopt"])
 def test_int8_qdq_graph_has_qdq_nodes_passes_the_lint_and_stays_close(onnx_dir, texts, tmp_path, quantizer):
-    if quantizer == "modelopt":  # the gpu extra; it brings onnxruntime-gpu, so CI's CPU install lacks it
-        try:
-            modelopt_version()
-        except EngineError as exc:
-            pytest.skip(str(exc))
+    if quantizer == "modelopt" and not MODELOPT:  # the modelopt extra brings onnxruntime-gpu: its own venv
+        pytest.skip("nvidia-modelopt is not installed here; test_modelopt_qdq_graphs_in_the_modelopt_venv runs it")
     batches = calibration_batches(onnx_dir, texts[:200], samples=64, batch_size=16, max_sequence=128)
     info = quantize_qdq(onnx_dir / "model.onnx", tmp_path / "q.onnx", batches, quantizer=quantizer)
     assert info["format"] == "QDQ" and info["calibration_rows"] == 64
     graph = onnx.load(str(tmp_path / "q.onnx"))
+    assert _non_int8_dequantize(graph) == []  # biases stay float: TensorRT's parser takes int8 DQ inputs only
     ops = [n.op_type for n in graph.graph.node]
     assert ops.count("QuantizeLinear") >= 4 and ops.count("DequantizeLinear") >= 4
     assert lint_tensorrt(graph)["passed"]  # signed, symmetric: what TensorRT reads
@@ -248,7 +297,32 @@ def test_int8_qdq_graph_has_qdq_nodes_passes_the_lint_and_stays_close(onnx_dir, 
     assert 0 < diff <= 0.1 * np.abs(expected).max(), (expected, got)  # quantized, and within 10% of the logits
 
 
+def test_modelopt_calibration_rows_are_padded_as_the_family_pads(onnx_dir, family_name, texts):
+    """modelopt gets every calibration row at one length: shorter batches are padded on the tokenizer's side
+    (XLNet: left) with its pad id, mask 0 and its pad segment id (XLNet: 4), so calibration sees real inputs."""
+    from pipeline.export.tensorrt import modelopt_calibration
+
+    encoder = TextEncoder(onnx_dir)
+    batches = calibration_batches(onnx_dir, texts[:40], samples=40, batch_size=8, max_sequence=64)
+    calib = modelopt_calibration(batches, encoder)
+    longest = max(b["input_ids"].shape[1] for b in batches)
+    assert {k: v.shape for k, v in calib.items()} == dict.fromkeys(batches[0], (40, longest))
+    shortest = batches[0]  # length-sorted: the first batch is the shortest
+    width = shortest["input_ids"].shape[1]
+    assert width < longest
+    rows = slice(0, len(shortest["input_ids"]))
+    new = slice(0, longest - width) if encoder.padding_side == "left" else slice(width, longest)
+    old = slice(longest - width, longest) if encoder.padding_side == "left" else slice(0, width)
+    assert (encoder.padding_side == "left") == (family_name == "xlnet")
+    assert (calib["input_ids"][rows, new] == encoder.pad_id).all()
+    assert (calib["attention_mask"][rows, new] == 0).all()
+    assert (calib["token_type_ids"][rows, new] == encoder.pad_type_id).all()
+    for name in batches[0]:
+        np.testing.assert_array_equal(calib[name][rows, old], shortest[name])
+
+
 @pytest.mark.slow
+@pytest.mark.interop
 def test_modelopt_qdq_graphs_in_the_modelopt_venv():
     """The modelopt rows above, where modelopt is installed: in its own venv (tests/interop/venvs.py, MODELOPT:
     it needs onnxruntime-gpu), both families. ORT's rows run after modelopt's in that pytest process, so
@@ -292,8 +366,8 @@ def _stage_root(onnx_dir: Path, family: str, tmp_path: Path) -> Paths:
     return paths
 
 
-@pytest.mark.skipif(not NO_GPU, reason="CUDA and TensorRT present: the stage builds instead")
-def test_stage_without_cuda_records_the_skip_and_reason(bert_onnx_dir, tmp_path):
+@pytest.mark.skipif(CAN_BUILD, reason="CUDA and TensorRT present: the stage builds instead")
+def test_stage_without_cuda_or_tensorrt_records_the_skip_and_reason(bert_onnx_dir, tmp_path):
     paths = _stage_root(bert_onnx_dir, "bert", tmp_path)
     params = load_params(REPO / "params.yaml", ["preset=tiny"])
     params.engine.profiles = [profile(s=(8, 64, 128))]
@@ -301,14 +375,12 @@ def test_stage_without_cuda_records_the_skip_and_reason(bert_onnx_dir, tmp_path)
     written = json.loads((paths.engines("bert") / "engine.json").read_text())
     assert written == json.loads(json.dumps(summary))
     assert written["built"] is False and written["family"] == "bert" and written["engines"] == {}
-    assert "no CUDA device" in written["reason"]
-    try:
-        import tensorrt  # noqa: F401
-    except (ImportError, OSError):
+    assert ("no CUDA device" in written["reason"]) == (not HAS_CUDA)
+    if find_spec("tensorrt") is None:
         assert "TensorRT not installed" in written["reason"]
 
 
-@pytest.mark.skipif(not NO_GPU, reason="CUDA and TensorRT present: the stage builds instead")
+@pytest.mark.skipif(HAS_CUDA, reason="a CUDA device is present")
 def test_stage_script_exits_zero_without_cuda(bert_onnx_dir, tmp_path):
     paths = _stage_root(bert_onnx_dir, "bert", tmp_path)  # tmp_path/artifacts, as `dvc repro` would see it
     params = (REPO / "params.yaml").read_text().replace("\npreset: small", "\npreset: tiny")
@@ -337,7 +409,7 @@ def test_cli_reports_bad_profile_shapes(bert_onnx_dir, tmp_path):
     assert result.exit_code != 0 and "MIN,OPT,MAX" in result.output
 
 
-@pytest.mark.skipif(not NO_GPU, reason="CUDA and TensorRT present")
+@pytest.mark.skipif(HAS_CUDA, reason="a CUDA device is present")
 def test_trt_predictor_without_cuda_says_why(bert_onnx_dir, tmp_path):
     from pipeline.runtime.trt import TrtPredictor
 
@@ -348,12 +420,44 @@ def test_trt_predictor_without_cuda_says_why(bert_onnx_dir, tmp_path):
         TrtPredictor(folder)
 
 
-def test_ort_tensorrt_provider_options_cache_under_artifacts(bert_onnx_dir, tmp_path):
-    from pipeline.runtime.ort import tensorrt_ep_options
+def test_ort_tensorrt_provider_options_cache_under_artifacts_with_one_explicit_profile(onnx_dir, tmp_path):
+    """The TensorRT EP gets one optimization profile over the model's real inputs (export.json) up to its
+    tokenizer's max length, so it does not rebuild its engine as shapes grow."""
+    from pipeline.runtime.ort import _graph_inputs, tensorrt_ep_options
 
-    options = tensorrt_ep_options(bert_onnx_dir, cache_dir=tmp_path / "cache")
+    inputs = _graph_inputs(onnx_dir)
+    assert inputs == [i.name for i in ort.InferenceSession(str(onnx_dir / "model.onnx"),
+                                                           providers=["CPUExecutionProvider"]).get_inputs()]
+    max_length = TextEncoder(onnx_dir).max_length
+    options = tensorrt_ep_options(onnx_dir, cache_dir=tmp_path / "cache", inputs=inputs, max_sequence=max_length)
     assert options["trt_fp16_enable"] is True and options["trt_engine_cache_path"] == str(tmp_path / "cache")
     assert (tmp_path / "cache").is_dir()
+    assert options["trt_profile_min_shapes"] == ",".join(f"{name}:1x4" for name in inputs)
+    assert options["trt_profile_opt_shapes"] == ",".join(f"{name}:1x{min(128, max_length)}" for name in inputs)
+    assert options["trt_profile_max_shapes"] == ",".join(f"{name}:64x{max_length}" for name in inputs)
+
+
+def test_pip_tensorrt_libraries_are_found_where_installed():
+    """`--provider tensorrt` loads pip's libnvinfer (site-packages/tensorrt_libs) before the session starts."""
+    from importlib.util import find_spec
+
+    from pipeline.runtime.ort import preload_tensorrt_libraries
+
+    spec = find_spec("tensorrt_libs")
+    folder = preload_tensorrt_libraries()
+    assert folder == (None if spec is None else str(Path(spec.origin).parent))
+    if folder:
+        assert sorted(Path(folder).glob("libnvinfer.so.*")), folder
+
+
+def test_tensorrt_runner_imports_nothing_from_export():
+    """runtime/trt.py and the builder share pipeline/trt_common.py; the runner never loads export code."""
+    code = ("import sys, pipeline.runtime.trt; "
+            "print(sorted(m for m in sys.modules if m.startswith('pipeline.export')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 # --- on a GPU with TensorRT: real engines --------------------------------------------------------------
@@ -379,7 +483,7 @@ def built(trt_ready, onnx_dir, texts, tmp_path_factory):
 
 
 @pytest.mark.gpu
-def test_gpu_engines_build_with_records_and_pass_parity(built):
+def test_gpu_engines_build_with_records_and_pass_parity(built, onnx_dir):
     out, summary = built
     assert summary["built"] and set(summary["engines"]) == {"fp16", "int8"}
     for precision in ("fp16", "int8"):
@@ -389,6 +493,8 @@ def test_gpu_engines_build_with_records_and_pass_parity(built):
         assert record["parity"]["passed"] and len(record["parity"]["shapes"]) == 6  # 2 profiles x min/opt/max
         assert {r["profile"] for r in record["parity"]["shapes"]} == {0, 1}
         assert record["typing"] in ("weak", "strong") and record["build_seconds"] > 0
+        for name in ("config.json", "tokenizer.json", "bilm.json"):  # the ONNX folder's, as optimize copies them
+            assert (out / precision / name).is_file() == (onnx_dir / name).is_file(), name
     assert (out.parent / "timing.cache").stat().st_size > 0
 
 

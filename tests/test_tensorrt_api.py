@@ -26,7 +26,8 @@ import pytest
 from interop.venvs import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = [REPO / "pipeline" / "export" / "tensorrt.py", REPO / "pipeline" / "runtime" / "trt.py"]
+SOURCES = [REPO / "pipeline" / "export" / "tensorrt.py", REPO / "pipeline" / "runtime" / "trt.py",
+           REPO / "pipeline" / "trt_common.py", REPO / "scripts" / "gpu_check.py"]
 STUBS = ("tensorrt-stubs", "10.13.0.35.1")
 TRT10 = ["10.8.0.43", "10.16.1.11"]  # tensorrt-cu12-bindings: the first 10.x wheel on PyPI after the beta, the last
 TRT11 = ["11.0.0.114", "11.4.0.106"]
@@ -123,7 +124,7 @@ def _owner(value: ast.AST) -> str | None:
     if isinstance(value, ast.Name):
         return OBJECTS.get(value.id)
     if isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name):
-        if value.value.id == "self":
+        if value.value.id in ("self", "predictor"):  # self.context in the runner, predictor.context in gpu_check
             return OBJECTS.get(value.attr)
         if OBJECTS.get(value.value.id) == "tensorrt" and value.attr[:1].isupper():
             return value.attr

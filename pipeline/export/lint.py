@@ -61,16 +61,25 @@ def _constants(graph: onnx.GraphProto) -> set[str]:
     return names | {o for n in _nodes(graph) if n.op_type == "Constant" for o in n.output}
 
 
-def _static_shapes(model: onnx.ModelProto) -> dict[str, bool]:
-    """value name -> whether shape inference found every dimension fixed."""
+def _inferred(model: onnx.ModelProto) -> tuple[dict[str, bool], dict[str, int]]:
+    """value name -> whether shape inference found every dimension fixed, and value name -> element type
+    (initializers included)."""
     inferred = onnx.shape_inference.infer_shapes(model)
     values = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
-    return {v.name: v.type.tensor_type.HasField("shape")
-            and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim) for v in values}
+    static = {v.name: v.type.tensor_type.HasField("shape")
+              and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim) for v in values}
+    types = {v.name: v.type.tensor_type.elem_type for v in values if v.type.tensor_type.elem_type}
+    return static, {**types, **{i.name: i.data_type for i in model.graph.initializer}}
+
+
+# what TensorRT's ONNX parser takes as a DequantizeLinear input (its "x"); everything else is rejected
+DQ_INPUT_TYPES = {getattr(onnx.TensorProto, name): name for name in ("INT8", "FLOAT8E4M3FN", "INT4", "FLOAT4E2M1")
+                  if hasattr(onnx.TensorProto, name)}
 
 
 def _check_node(node: onnx.NodeProto, constants: set[str], static: dict[str, bool],
-                initializers: dict[str, onnx.TensorProto] | None = None) -> Iterator[Finding]:
+                initializers: dict[str, onnx.TensorProto] | None = None,
+                types: dict[str, int] | None = None) -> Iterator[Finding]:
     op, name = node.op_type, node.name or f"<unnamed {node.op_type}>"
     if node.domain not in ("", "ai.onnx"):
         yield Finding("error", op, name, f"custom-domain operator {node.domain}::{op}",
@@ -91,6 +100,8 @@ def _check_node(node: onnx.NodeProto, constants: set[str], static: dict[str, boo
         yield Finding("error", op, name, "TopK with sorted=0", "use sorted=1 (torch.topk(sorted=True))")
     if op in ("QuantizeLinear", "DequantizeLinear"):
         yield from _check_qdq(node, name, initializers or {})
+    if op == "DequantizeLinear":
+        yield from _check_dq_input(node, name, types or {})
     if op == "Einsum":
         yield Finding("warning", op, name, "Einsum: ORT's quantizer and TensorRT's fusions skip it; "
                       "ellipsis, diagonal and broadcasting forms fail in older TensorRT",
@@ -113,13 +124,27 @@ def _check_qdq(node: onnx.NodeProto, name: str, initializers: dict[str, onnx.Ten
                       "zero point 0", fix)
 
 
+def _check_dq_input(node: onnx.NodeProto, name: str, types: dict[str, int]) -> Iterator[Finding]:
+    """TensorRT dequantizes INT8/FP8/INT4/FP4 only. ONNX Runtime's static quantizer by default turns Gemm
+    biases into INT32 initializers behind a DequantizeLinear (QuantizeBias), which the parser rejects."""
+    elem = types.get(node.input[0])
+    if elem is None or elem in DQ_INPUT_TYPES:
+        return
+    kind = onnx.TensorProto.DataType.Name(elem)
+    yield Finding("error", node.op_type, name, f"DequantizeLinear of a {kind} input: TensorRT dequantizes only "
+                  f"{'/'.join(DQ_INPUT_TYPES.values())}",
+                  "keep biases in float: quantize_static(..., extra_options={'QuantizeBias': False}) "
+                  "(pipeline.export.tensorrt.quantize_qdq does)")
+
+
 def lint_tensorrt(model: onnx.ModelProto | str | Path) -> dict[str, Any]:
     """{"passed", "errors", "warnings", "reference"}; passed means no error-level finding."""
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
-    constants, static = _constants(model.graph), _static_shapes(model)
+    constants, (static, types) = _constants(model.graph), _inferred(model)
     initializers = {i.name: i for i in model.graph.initializer}
-    findings = [f for node in _nodes(model.graph) for f in _check_node(node, constants, static, initializers)]
+    findings = [f for node in _nodes(model.graph)
+                for f in _check_node(node, constants, static, initializers, types)]
     opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
     if opset is not None and not TRT_OPSET_RANGE[0] <= opset <= TRT_OPSET_RANGE[1]:
         findings.append(Finding("warning", "opset", "model", f"opset {opset} is outside TensorRT 10.0's "

@@ -309,7 +309,9 @@ def load_gate_data(paths, cfg: OptimizeConfig) -> GateData:
 
 
 # --- building the folders ----------------------------------------------------------------------------------
-def _copy_folder_files(source: Path, out: Path) -> None:
+def copy_folder_files(source: Path, out: Path) -> None:
+    """What a predictor reads besides the graph or engine (config.json, tokenizer files) and bilm.json."""
+    out.mkdir(parents=True, exist_ok=True)
     for name in FOLDER_FILES:
         if (source / name).is_file():
             shutil.copy2(source / name, out / name)
@@ -349,7 +351,7 @@ def build_variant(source: Source, name: str, fused: Path, out_dir: Path, cfg: Op
     """One variant folder, written only if it passes the gate; returns its gate record."""
     with atomic_dir(out_dir) as tmp:
         steps = _make_graph(source, name, fused, tmp / "model.onnx", cfg, data)
-        _copy_folder_files(source.folder, tmp)
+        copy_folder_files(source.folder, tmp)
         predicted = predict_ids(tmp, data.texts, cfg.gate_batch_size)
         id2label = {int(k): v for k, v in source.config["id2label"].items()}
         gate = gate_record(name, reference, predicted, data.labels, id2label, cfg.max_f1_drop)

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from pipeline.runtime.base import Predictor
-from pipeline.runtime.text import PredictorError
+from pipeline.runtime.text import PredictorError, read_json_file
 
 # --provider name -> ONNX Runtime providers in priority order (CPU last, for ops a GPU provider lacks)
 PROVIDERS = {
@@ -85,15 +85,54 @@ def installed_tensorrt() -> str | None:
 
 
 # --- TensorRT execution provider options (issue 4) ------------------------------------------------------
-def tensorrt_ep_options(folder: str | Path, fp16: bool = True, cache_dir: str | Path | None = None) -> dict:
-    """ONNX Runtime's TensorRT EP: fp16 kernels, and its engine and timing caches kept under artifacts/
-    (engines/ort-tensorrt/<folder name>), so that a new session does not rebuild the engine."""
+EP_MIN_SEQUENCE, EP_OPT_SEQUENCE, EP_MAX_BATCH = 4, 128, 64  # one profile, [1, 4] .. [64, max]; evaluate.batch_size: 64
+
+
+def tensorrt_ep_options(folder: str | Path, fp16: bool = True, cache_dir: str | Path | None = None,
+                        inputs: list[str] | None = None, max_sequence: int = 512,
+                        max_batch: int = EP_MAX_BATCH) -> dict:
+    """ONNX Runtime's TensorRT EP: fp16 kernels, its engine and timing caches kept under artifacts/
+    (engines/ort-tensorrt/<folder name>), and one explicit optimization profile from [1, 4] to
+    [max_batch, max_sequence] (opt [1, 128]), so that the provider builds its engine once instead of again
+    each time a longer or larger input arrives."""
     from pipeline.paths import Paths
 
     cache = Path(cache_dir) if cache_dir else Paths().ort_tensorrt_cache(Path(folder).name)
     cache.mkdir(parents=True, exist_ok=True)
+    names = inputs or ["input_ids", "attention_mask", "token_type_ids"]
+
+    def shapes(batch: int, seq: int) -> str:  # "input_ids:1x128,attention_mask:1x128,..."
+        return ",".join(f"{name}:{batch}x{seq}" for name in names)
+
     return {"trt_fp16_enable": fp16, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+            "trt_profile_min_shapes": shapes(1, min(EP_MIN_SEQUENCE, max_sequence)),
+            "trt_profile_opt_shapes": shapes(1, min(EP_OPT_SEQUENCE, max_sequence)),
+            "trt_profile_max_shapes": shapes(max_batch, max_sequence)}
+
+
+def preload_tensorrt_libraries() -> str | None:
+    """Load pip's TensorRT libraries (libnvinfer.so.N, its parser and plugins) into this process, so that ORT's
+    TensorRT EP finds them: they sit in site-packages/tensorrt_libs, which is not on the loader path, and
+    without this the provider fails with "libnvinfer.so.N: cannot open shared object file". Importing
+    `tensorrt_libs` is how TensorRT's own Python package loads them (ctypes, by full path). Returns its
+    folder, or None where that package is absent (TensorRT from a system install is on the path already)."""
+    import importlib
+
+    try:
+        module = importlib.import_module("tensorrt_libs")
+    except ImportError:
+        return None
+    return str(Path(module.__file__).parent)
+
+
+def _graph_inputs(folder: Path) -> list[str] | None:
+    """The model's input names as export.json records them (without loading the graph)."""
+    info = folder / "export.json"
+    if not info.is_file():
+        return None
+    inputs = read_json_file(info, "export record").get("inputs")
+    return list(inputs) if isinstance(inputs, dict) and inputs else None
 
 
 def _with_options(providers: list[str], options: dict[str, dict]) -> list:
@@ -107,8 +146,11 @@ class OrtPredictor(Predictor):
                  provider_options: dict[str, dict] | None = None):
         super().__init__(folder)
         providers = resolve_providers(provider)  # before the session: a bad provider fails fast
-        if provider_options is None and "TensorrtExecutionProvider" in providers:
-            provider_options = {"TensorrtExecutionProvider": tensorrt_ep_options(self.folder)}
+        if "TensorrtExecutionProvider" in providers:
+            preload_tensorrt_libraries()  # before the session: the provider dlopens libnvinfer when it starts
+            if provider_options is None:
+                provider_options = {"TensorrtExecutionProvider": tensorrt_ep_options(
+                    self.folder, inputs=_graph_inputs(self.folder), max_sequence=self.encoder.max_length)}
         path = self.folder / "model.onnx"
         if not path.is_file():
             raise PredictorError(f"{self.folder} has no model.onnx; export it with "

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.export.tensorrt import (EngineError, Profile, compat_problem, compute_capability, pad_to_profile,
-                                      pick_profile, unavailable_reason)
 from pipeline.runtime.base import Predictor
 from pipeline.runtime.text import PredictorError, read_json_file
+from pipeline.trt_common import (INPUTS, EngineError, Profile, compat_problem, compute_capability, pad_to_profile,
+                                 pick_profile, unavailable_reason)
 
 
 def _imports(device: int):
@@ -73,7 +73,7 @@ class TrtPredictor(Predictor):
     def _io_names(self) -> tuple[list[str], list[str]]:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT]
-        unknown = sorted(set(inputs) - {"input_ids", "attention_mask", "token_type_ids"})
+        unknown = sorted(set(inputs) - set(INPUTS))
         if unknown:
             raise PredictorError(f"the engine wants inputs {unknown}, which a text classifier cannot feed")
         return inputs, [n for n in names if n not in inputs]
