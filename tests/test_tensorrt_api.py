@@ -23,8 +23,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from interop.venvs import skip_or_fail
 
+pytestmark = pytest.mark.interop  # fetches TensorRT's bindings and stubs from PyPI: `python -m pytest -m interop`
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = [REPO / "pipeline" / "export" / "tensorrt.py", REPO / "pipeline" / "runtime" / "trt.py",
            REPO / "pipeline" / "trt_common.py", REPO / "scripts" / "gpu_check.py"]

@@ -20,7 +20,8 @@ def _triple(text: str | None, option: str) -> tuple[int, int, int] | None:
 
 def _engine_config(params_file: Path, overrides: tuple[str, ...], precisions: tuple[str, ...],
                    batch: str | None, sequence: str | None, workspace_mib: int | None, typing: str | None):
-    """params.yaml's `engine` section (if the file exists) with the command line's options on top."""
+    """params.yaml's `engine` section (if the file exists; else the same defaults, from EngineConfig) with the
+    command line's options on top."""
     from pipeline.config import EngineConfig, EngineProfile, load_params
 
     cfg = load_params(params_file, list(overrides)).engine if params_file.is_file() else EngineConfig()
@@ -59,17 +60,13 @@ def trt(onnx_dir: Path, out_dir: Path, precisions: tuple[str, ...], batch: str |
     """Build TensorRT engines from ONNX_DIR into OUT_DIR, then check parity against the fp32 ONNX model.
 
     Without a CUDA device or TensorRT, writes OUT_DIR/engine.json with "built": false and the reason."""
-    from pipeline.config import ConfigError
-    from pipeline.export.tensorrt import EngineError, build_engines, load_texts, summary_line, unavailable_reason
+    from pipeline.export.tensorrt import build_engines, load_texts, summary_line, unavailable_reason
 
-    try:
-        cfg = _engine_config(params_file, overrides, precisions, batch, sequence, workspace_mib, typing)
-        gpu = unavailable_reason(cfg.device) is None
-        summary = build_engines(onnx_dir, out_dir, cfg,
-                                calibration_texts=load_texts(calibration) if gpu and "int8" in cfg.precisions
-                                else None,
-                                parity_texts=load_texts(texts, limit=256) if gpu else None)
-    except (EngineError, ConfigError) as exc:
-        raise click.ClickException(str(exc)) from None
+    # an EngineError or ConfigError is a user error: pipeline.cli.BilmGroup prints it and exits 2
+    cfg = _engine_config(params_file, overrides, precisions, batch, sequence, workspace_mib, typing)
+    gpu = unavailable_reason(cfg.device) is None
+    summary = build_engines(onnx_dir, out_dir, cfg,
+                            calibration_texts=load_texts(calibration) if gpu and "int8" in cfg.precisions else None,
+                            parity_texts=load_texts(texts, limit=256) if gpu else None)
     click.echo(summary_line(summary))
     click.echo(f"wrote {out_dir}")
