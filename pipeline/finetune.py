@@ -52,10 +52,12 @@ def resolve_init(init: str, family: Family, paths: Paths) -> str | None:
 
 def build_classifier(family: Family, source: str | None, params: Params, paths: Paths, label2id: dict):
     id2label = {i: label for label, i in label2id.items()}
+    # every new weight (all of them, or the classifier head on a checkpoint) from the seed: the Trainer seeds
+    # only after the model exists
+    torch.manual_seed(params.finetune.seed)
     if source is None:  # the "no pretraining" ablation: same tokenizer and shape, random weights
         tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer(family.name))
         config = family.build_config(params.model, tokenizer, id2label=id2label, label2id=label2id)
-        torch.manual_seed(params.finetune.seed)
         model = family.classifier_class(config)
     else:
         tokenizer = AutoTokenizer.from_pretrained(source)

@@ -62,6 +62,7 @@ def pretrain(family_name: str, params: Params, paths: Paths = Paths()) -> dict:
     train = family.pretraining_examples(train_texts, tokenizer, cfg, n_train, cfg.seed)
     heldout = family.pretraining_examples(heldout_texts, tokenizer, cfg,
                                           cfg.eval_max_batches * cfg.per_device_eval_batch_size, cfg.seed + 1)
+    torch.manual_seed(cfg.seed)  # the initial weights: the Trainer seeds only after the model exists
     model = family.pretraining_model(family.build_config(params.model, tokenizer))
     fingerprint = {"family": family_name, "model": params.model.__dict__, "pretrain": dataclasses.asdict(cfg),
                    "tokenizer": params.tokenizer.__dict__, "data": params.data.__dict__}
