@@ -3,6 +3,7 @@ ports; a `bilm serve` subprocess that is stopped with SIGTERM."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,3 +74,44 @@ class ServerProcess:
 
     def log_tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:]
+
+
+class RepositoryServer(ServerProcess):
+    """The `tritonserver` binary that nvidia-pytriton ships, serving a model repository (`--model-repository`),
+    as the Triton container would. Its Python backend is assembled as PyTriton does it (the stub for this
+    Python version next to libtriton_python.so); the stub finds this interpreter's environment through PATH and
+    its libpython through LD_LIBRARY_PATH."""
+
+    def __init__(self, repo: Path, log: Path):
+        import sysconfig
+
+        import pytriton
+
+        dist = Path(pytriton.__file__).parent / "tritonserver"
+        self.http, self.grpc, self.metrics = free_ports(3)
+        self.log, self.tmpdir = log, Path(tempfile.mkdtemp(prefix="bs-", dir="/tmp"))
+        backend = self.tmpdir / "backends" / "python"
+        backend.mkdir(parents=True)
+        for item in (dist / "backends" / "python").iterdir():
+            if item.is_file():
+                (backend / item.name).symlink_to(item)
+        version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        shutil.copy(dist / "python_backend_stubs" / version / "triton_python_backend_stub", backend)
+        libs = [sysconfig.get_config_var("LIBDIR"), str(Path(pytriton.__file__).parents[1] / "nvidia_pytriton.libs")]
+        env = {**os.environ, "LD_LIBRARY_PATH": ":".join(libs + [os.environ.get("LD_LIBRARY_PATH", "")]),
+               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "TMPDIR": str(self.tmpdir)}
+        cmd = [str(dist / "bin" / "tritonserver"), "--model-repository", str(repo),
+               "--backend-directory", str(self.tmpdir / "backends"), "--http-address", "127.0.0.1",
+               "--grpc-address", "127.0.0.1", "--metrics-address", "127.0.0.1", "--http-port", str(self.http),
+               "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), "--exit-timeout-secs", "20"]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.http}"
+
+
+def run_cli_ok(*args: str) -> str:
+    """`bilm ARGS` in a subprocess; its stdout, or a failure with its stderr."""
+    from conftest import run_cli
+
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
