@@ -147,6 +147,32 @@ def test_bad_requests_get_a_named_error_and_the_server_keeps_serving(server):
     assert after["success"] - before["success"] >= len(_bad_requests())
 
 
+def test_loadtest_refuses_a_host_that_is_not_loopback(tmp_path):
+    from conftest import run_cli
+
+    done = run_cli("loadtest", "http://192.0.2.1:8000", "bert", "--out", str(tmp_path / "lt.json"))
+    assert done.returncode == 2 and "not this machine's loopback" in done.stderr
+    assert not (tmp_path / "lt.json").exists()
+
+
+@pytest.mark.slow
+def test_loadtest_writes_json_and_png(server, tmp_path):
+    from pipeline.serve.loadtest import LoadOptions, run_loadtest
+
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in review_texts()[:50]))
+    options = LoadOptions(url=server.url, model="bert", concurrency=[1, 4], duration=1.0, max_requests=200,
+                          texts_file=texts, model_dir=server.folders["bert"], server_pid=server.proc.pid)
+    result = run_loadtest(options, tmp_path / "lt.json")
+    assert json.loads((tmp_path / "lt.json").read_text()) == json.loads(json.dumps(result))
+    assert (tmp_path / "lt.png").stat().st_size > 10_000
+    assert [(r["model"], r["concurrency"]) for r in result["levels"]] == [("bert", 1), ("bert", 4)]
+    for row in result["levels"]:
+        assert row["errors"] == 0 and 0 < row["requests"] <= 200 and row["p50_ms"] <= row["p99_ms"]
+        assert row["rss_first_10s_mb"] > 0 and row["server_cpu_cores"] > 0
+    assert set(result["in_process"]) == {"1", "4"}
+
+
 @pytest.mark.slow
 def test_sigterm_finishes_in_flight_requests_and_stops(server):
     """Last in this module: SIGTERM while requests are in flight; they complete, the server exits 0."""

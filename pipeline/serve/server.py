@@ -31,6 +31,7 @@ LOG = logging.getLogger(__name__)
 # PyTriton's default token-protected endpoints, minus "statistics": load tests read the failure counters
 RESTRICTED_ENDPOINTS = ["shared-memory", "model-repository", "trace", "logging"]
 UNBATCHED_SUFFIX = "-unbatched"
+STARTS = 3  # attempts, for PyTriton's handshake race (see start)
 
 
 @dataclass
@@ -151,21 +152,38 @@ def start(folders: list[Path], options: ServeOptions):
     check_environment()
     names = model_names(folders, options.names)
     models = [(name, folder, *make_callables(folder, options)) for name, folder in zip(names, folders)]
-    workspace_root = Path(tempfile.mkdtemp(prefix=f"bilm-serve-{options.http_port}-"))
-    check_socket_paths(workspace_root / "workspace", names, options.instances)
-    server_environment(workspace_root)
+    for attempt in range(1, STARTS + 1):
+        workspace_root = Path(tempfile.mkdtemp(prefix=f"bilm-serve-{options.http_port}-"))
+        check_socket_paths(workspace_root / "workspace", names, options.instances)
+        server_environment(workspace_root)
+        try:
+            return _start_once(models, options, workspace_root), names, workspace_root
+        except Exception as exc:  # noqa: BLE001  retried only for PyTriton's handshake race, re-raised otherwise
+            shutil.rmtree(workspace_root, ignore_errors=True)
+            if "handshake" not in str(exc) or attempt == STARTS:
+                raise
+            LOG.warning("a model instance connected to PyTriton's handshake socket before it listened (a race "
+                        "under CPU load); starting again (%d of %d)", attempt + 1, STARTS)
+    raise AssertionError("unreachable")
+
+
+def _start_once(models: list, options: ServeOptions, workspace_root: Path):
     from pytriton.triton import Triton, TritonSecurityConfig
 
     triton = Triton(config=triton_config(options), workspace=workspace_root / "workspace",
                     security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED_ENDPOINTS))
-    for name, folder, callables, labels in models:
-        bind_model(triton, name, callables, labels, options.max_batch_size, options.max_queue_delay_us)
-        if options.with_unbatched:
-            twins, _ = make_callables(folder, ServeOptions(instances=options.instances, threads=options.threads,
-                                                           max_text_bytes=options.max_text_bytes))
-            bind_model(triton, name + UNBATCHED_SUFFIX, twins, labels, 1, 0)
-    triton.run()
-    return triton, names, workspace_root
+    try:
+        for name, folder, callables, labels in models:
+            bind_model(triton, name, callables, labels, options.max_batch_size, options.max_queue_delay_us)
+            if options.with_unbatched:
+                twins, _ = make_callables(folder, ServeOptions(instances=options.instances, threads=options.threads,
+                                                               max_text_bytes=options.max_text_bytes))
+                bind_model(triton, name + UNBATCHED_SUFFIX, twins, labels, 1, 0)
+        triton.run()
+    except BaseException:
+        triton.stop()
+        raise
+    return triton
 
 
 def serve(folders: list[Path], options: ServeOptions, on_ready=None) -> None:
