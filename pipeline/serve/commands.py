@@ -92,7 +92,7 @@ def export_triton(paths: tuple[Path, ...], names, max_batch_size, instances, kin
 @click.option("--texts", "texts_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="JSONL with a \"text\" field, or one text per line (default: artifacts/data/test.jsonl).")
 @click.option("--unbatched-model", default=None,
-              help="Model to compare without dynamic batching (default: MODEL-unbatched when served).")
+              help="Model to compare without dynamic batching (default: MODEL-unbatched when served; - for none).")
 @click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="The folder MODEL serves: in-process bilm predict throughput is measured beside it.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="In-process intra-op threads.")

@@ -134,8 +134,9 @@ def _summary(model, concurrency, latencies, errors, wall, client_cpu, server_cpu
 
 
 def in_process(folder: Path, texts: list[str], batch_sizes: list[int], threads: int | None, seconds: float) -> dict:
-    """`bilm predict`'s path (OrtPredictor.classify, length-sorted batches) in this process: texts/s per batch
-    size, each measured for about `seconds` after a warm-up."""
+    """`bilm predict --file --batch-size B`'s path in this process: OrtPredictor.classify over blocks of texts,
+    which it sorts by length before cutting batches of B (offline, it can; a server sees texts as they come).
+    Texts/s per batch size, each measured for about `seconds` after a warm-up."""
     import warnings
 
     from pipeline.serve.contract import open_predictor, split_threads
@@ -146,10 +147,11 @@ def in_process(folder: Path, texts: list[str], batch_sizes: list[int], threads: 
         warnings.simplefilter("ignore")
         predictor.classify(texts[:8], batch_size=8)
         for batch in batch_sizes:
+            block = max(256, 4 * batch)
             done, start = 0, time.monotonic()
-            for chunk in itertools.cycle(range(0, len(texts), batch)):
-                predictor.classify(texts[chunk: chunk + batch], batch_size=batch)
-                done += len(texts[chunk: chunk + batch])
+            for first in itertools.cycle(range(0, len(texts), block)):
+                predictor.classify(texts[first: first + block], batch_size=batch)
+                done += len(texts[first: first + block])
                 if time.monotonic() - start >= seconds:
                     break
             out[str(batch)] = done / (time.monotonic() - start)
@@ -178,15 +180,15 @@ def run_loadtest(options: LoadOptions, out: Path) -> dict:
     if not _served(options.url, options.model):
         raise ServeError(f"model {options.model!r} is not ready at {options.url}; start it with `bilm serve`")
     unbatched = options.unbatched_model or options.model + UNBATCHED_SUFFIX
-    models = [options.model] + ([unbatched] if _served(options.url, unbatched) else [])
+    models = [options.model] + ([unbatched] if unbatched != "-" and _served(options.url, unbatched) else [])
     probe = ServerProbe(options.server_pid)
-    levels = [asyncio.run(_level(options.url, model, texts, c, options.duration, options.max_requests, probe))
-              for model in models for c in options.concurrency]
     result = {"url": options.url, "model": options.model, "unbatched_model": unbatched if len(models) > 1 else None,
-              "duration_s": options.duration, "n_texts": len(texts), "levels": levels}
-    if options.model_dir:
+              "duration_s": options.duration, "n_texts": len(texts)}
+    if options.model_dir:  # first, while the server is idle: the same machine state as the levels that follow
         result["in_process"] = in_process(options.model_dir, texts, options.concurrency, options.threads,
                                           min(options.duration, 10.0))
+    result["levels"] = [asyncio.run(_level(options.url, model, texts, c, options.duration, options.max_requests,
+                                           probe)) for model in models for c in options.concurrency]
     write_json(out, result)
     plot(result, out.with_suffix(".png"))
     return result
