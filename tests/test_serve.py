@@ -141,8 +141,13 @@ def test_bad_requests_get_a_named_error_and_the_server_keeps_serving(server):
         labels, _ = classify(server.client, "bert", ["still serving after " + what])
         assert labels[0] in ("great", "other"), what
         assert server.client.is_server_ready() and server.client.is_model_ready("bert"), what
-    after = failure_counts(server.client, "bert")
-    # the bad requests that reach the model (non-UTF-8, 1 MB) are counted as failures by Triton itself
+    # the bad requests that reach the model (non-UTF-8, 1 MB) are counted as failures by Triton itself; its
+    # statistics are updated after the response is sent, so read them until they settle (5 s at most)
+    for _ in range(50):
+        after = failure_counts(server.client, "bert")
+        if after["success"] - before["success"] >= len(_bad_requests()):
+            break
+        time.sleep(0.1)
     assert after["fail"] - before["fail"] >= 2
     assert after["success"] - before["success"] >= len(_bad_requests())
 
