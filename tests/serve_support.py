@@ -76,11 +76,19 @@ class ServerProcess:
         return self.log.read_text(errors="replace")[-n:]
 
 
+def stub_python_env() -> Path:
+    """The environment the Python-backend stub runs in: numpy 1 (see pipeline.serve.stubenv)."""
+    from pipeline.serve.server import numpy_major
+    from pipeline.serve.stubenv import stub_env
+
+    return stub_env() if numpy_major() >= 2 else Path(sys.exec_prefix)
+
+
 class RepositoryServer(ServerProcess):
     """The `tritonserver` binary that nvidia-pytriton ships, serving a model repository (`--model-repository`),
     as the Triton container would. Its Python backend is assembled as PyTriton does it (the stub for this
-    Python version next to libtriton_python.so); the stub finds this interpreter's environment through PATH and
-    its libpython through LD_LIBRARY_PATH."""
+    Python version next to libtriton_python.so); the stub finds its environment through PATH and its libpython
+    through LD_LIBRARY_PATH."""
 
     def __init__(self, repo: Path, log: Path):
         import sysconfig
@@ -99,7 +107,7 @@ class RepositoryServer(ServerProcess):
         shutil.copy(dist / "python_backend_stubs" / version / "triton_python_backend_stub", backend)
         libs = [sysconfig.get_config_var("LIBDIR"), str(Path(pytriton.__file__).parents[1] / "nvidia_pytriton.libs")]
         env = {**os.environ, "LD_LIBRARY_PATH": ":".join(libs + [os.environ.get("LD_LIBRARY_PATH", "")]),
-               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "TMPDIR": str(self.tmpdir)}
+               "PATH": f"{stub_python_env() / 'bin'}:{os.environ['PATH']}", "TMPDIR": str(self.tmpdir)}
         cmd = [str(dist / "bin" / "tritonserver"), "--model-repository", str(repo),
                "--backend-directory", str(self.tmpdir / "backends"), "--http-address", "127.0.0.1",
                "--grpc-address", "127.0.0.1", "--metrics-address", "127.0.0.1", "--http-port", str(self.http),

@@ -20,7 +20,8 @@ INPUT = "text"
 LABEL = "label"
 PROBABILITIES = "probabilities"
 DEFAULT_MAX_TEXT_BYTES = 64 * 1024  # a review is ~1 KB; a model sees at most max_length tokens anyway
-SERVE_INSTALL = 'pip install -e ".[serve]"'
+SERVE_INSTALL = ('pip install -e ".[serve]" && pip install --no-deps "nvidia-pytriton>=0.7,<0.8" && '
+                 'python -m pipeline.serve.stubenv')
 
 
 class ServeError(BilmError):

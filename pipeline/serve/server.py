@@ -8,7 +8,8 @@ Pitfalls handled here, before the server starts:
 - the stub loads `libpython3.X.so` through the loader path: a pyenv/conda/uv interpreter's own LIBDIR goes first
   on LD_LIBRARY_PATH, else the stub loads the system libpython and fails with
   "'_thread.RLock' object has no attribute '_recursion_count'";
-- the stub is built against numpy 1 and misreads numpy 2 arrays (BYTES arrive garbled): refuse numpy >= 2;
+- the stub is built against numpy 1 and misreads numpy 2 arrays (BYTES arrive garbled): under numpy 2 it runs
+  in a numpy-1 environment of its own (pipeline.serve.stubenv);
 - a workspace of its own per server (PYTRITON_HOME, else ~/.cache/pytriton is shared by every server);
 - SIGTERM stops like SIGINT (PyTriton handles only KeyboardInterrupt): Triton finishes in-flight requests;
 - PyTriton 0.7 puts statistics behind a token: bilm leaves statistics (read-only failure counters) open.
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from pipeline.serve.contract import (DEFAULT_MAX_TEXT_BYTES, INPUT, LABEL, PROBABILITIES, SERVE_INSTALL, ServeError,
                                      classify_request, labels_of, open_predictor, split_threads)
+from pipeline.serve.stubenv import stub_env, stub_env_problem
 
 LOG = logging.getLogger(__name__)
 # PyTriton's default token-protected endpoints, minus "statistics": load tests read the failure counters
@@ -56,12 +58,26 @@ def check_environment() -> None:
         import tritonclient  # noqa: F401
     except ImportError as exc:
         raise ServeError(f"bilm serve needs the serve extra ({exc.name} is missing): {SERVE_INSTALL}") from None
+    if numpy_major() >= 2:
+        problem = stub_env_problem()
+        if problem:
+            raise ServeError(problem)
+
+
+def numpy_major() -> int:
     import numpy as np
 
-    if int(np.__version__.split(".")[0]) >= 2:
-        raise ServeError(f"numpy {np.__version__} is installed, but the Triton Python-backend stub that PyTriton "
-                         f"ships is built against numpy 1 and garbles numpy 2 arrays; install the serve extra, "
-                         f"which pins numpy<2 (and pandas<3, which needs numpy 2): {SERVE_INSTALL}")
+    return int(np.__version__.split(".")[0])
+
+
+def point_stub_at_env() -> None:
+    """Under numpy 2, run the Python-backend stub in the numpy-1 environment (see pipeline.serve.stubenv):
+    PyTriton puts its `python_env/bin` first on tritonserver's PATH, and the stub's interpreter is found there.
+    PyTriton has no option for it, hence the replaced module function (nvidia-pytriton is pinned to 0.7)."""
+    if numpy_major() >= 2:
+        from pytriton.server import triton_server
+
+        triton_server.get_triton_python_backend_python_env = stub_env
 
 
 def server_environment(workspace_root: Path) -> None:
@@ -170,6 +186,7 @@ def start(folders: list[Path], options: ServeOptions):
 def _start_once(models: list, options: ServeOptions, workspace_root: Path):
     from pytriton.triton import Triton, TritonSecurityConfig
 
+    point_stub_at_env()
     triton = Triton(config=triton_config(options), workspace=workspace_root / "workspace",
                     security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED_ENDPOINTS))
     try:
