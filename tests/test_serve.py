@@ -41,6 +41,12 @@ def test_decode_keeps_trailing_nul_bytes():
     assert decode_texts(np.array([[b"ok\x00"]], dtype=object), 100) == ["ok\x00"]
 
 
+def test_a_missing_stub_environment_names_the_command_that_makes_it(tmp_path):
+    from pipeline.serve.stubenv import stub_env_problem
+
+    assert "python -m pipeline.serve.stubenv" in stub_env_problem(tmp_path / "none")
+
+
 def test_serving_path_is_a_leaf():
     """pipeline.serve imports pipeline.runtime, never export/ or training code, torch or transformers."""
     modules = sorted(f"pipeline.serve.{p.stem}" for p in (REPO / "pipeline" / "serve").glob("*.py"))
