@@ -108,6 +108,9 @@ def _register_optional() -> None:
 
     for command in (optimize, quantize, bench):
         main.add_command(command)
+    from pipeline.serve.commands import loadtest, serve  # click only; PyTriton inside (the serve extra)
+    main.add_command(serve)
+    main.add_command(loadtest)
 
 
 _register_optional()

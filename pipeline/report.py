@@ -374,6 +374,31 @@ def render(ev: dict, made: dict[str, bool], training: list[str] | None = None) -
     return "\n".join(lines)
 
 
+# --- serving (bilm loadtest's JSON, when one exists) ----------------------------------------------------------
+def serving_lines(loadtest: Path, out: Path) -> str:
+    """The "Serving" section from `bilm loadtest`'s JSON (copying its PNG into `out`); "" without one."""
+    import shutil
+
+    if not loadtest.is_file():
+        return ""
+    result = read_json(loadtest)
+    rows = [[r["model"], r["concurrency"], round(r["throughput"], 1), round(r["p50_ms"], 1), round(r["p90_ms"], 1),
+             round(r["p99_ms"], 1), r["errors"], r.get("server_cpu_cores"), round(r["client_cpu_cores"], 2)]
+            for r in result["levels"]]
+    lines = ["", "## Serving", "", f"`bilm loadtest` against `{result['model']}` on Triton Inference Server "
+             f"({result['duration_s']} s per level, one text per request, {result['n_texts']} texts).", "",
+             *_table(["model", "concurrency", "texts/s", "p50 ms", "p90 ms", "p99 ms", "errors", "server CPU cores",
+                      "client CPU cores"], rows), ""]
+    inproc = result.get("in_process") or {}
+    if inproc:
+        lines += ["In-process `bilm predict` path, same texts and threads:", "",
+                  *_table(["batch", "texts/s"], [[int(b), round(v, 1)] for b, v in inproc.items()]), ""]
+    if loadtest.with_suffix(".png").is_file():
+        shutil.copyfile(loadtest.with_suffix(".png"), out / "serving.png")
+        lines += ["![Serving throughput and latency per concurrency](serving.png)", ""]
+    return "\n".join(lines)
+
+
 def write_report(families: list[str], paths: Paths = Paths()) -> Path:
     """The report stage: artifacts/report/report.md and its PNGs, from the evaluate stage's files."""
     names = ("quality", "latency", "stats", "environment")
@@ -384,5 +409,6 @@ def write_report(families: list[str], paths: Paths = Paths()) -> Path:
     ev = {n: read_json(paths.evaluation / f"{n}.json") for n in names}
     with atomic_dir(paths.report) as tmp:
         made = make_plots(tmp, paths, ev["quality"], families)
-        (tmp / "report.md").write_text(render(ev, made, training_table(paths, families)), encoding="utf-8")
+        serving = serving_lines(paths.root / "serving" / "loadtest.json", tmp)
+        (tmp / "report.md").write_text(render(ev, made, training_table(paths, families)) + serving, encoding="utf-8")
     return paths.report / "report.md"

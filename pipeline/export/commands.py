@@ -111,6 +111,8 @@ def _attach_trt() -> None:
     from pipeline.export.trt_commands import trt
 
     export.add_command(trt)
+    from pipeline.serve.commands import export_triton  # `bilm export triton`: click only at import
+    export.add_command(export_triton)
 
 
 _attach_trt()
