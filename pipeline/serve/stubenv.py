@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from pipeline.serve.contract import ServeError
+from pipeline.venvs import inherit_active_env
 
 STUB_REQUIREMENTS = ["numpy>=1.21,<2", "pyzmq>=23"]
 CREATE = "python -m pipeline.serve.stubenv"
@@ -47,8 +48,10 @@ def create(env: Path | None = None) -> Path:
     """A venv of this interpreter with numpy<2 and pyzmq ahead of its site-packages (made with pip; replaces an
     unusable one)."""
     env = env or stub_env()
-    # system site-packages too: a repository's Python models (bilm export triton) import tokenizers, onnxruntime
-    subprocess.run([sys.executable, "-m", "venv", "--clear", "--system-site-packages", str(env)], check=True)
+    # the active environment's packages too (after numpy 1): a repository's Python models (bilm export triton)
+    # import tokenizers and onnxruntime, also where bilm runs in a virtualenv
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(env)], check=True)
+    inherit_active_env(env)
     done = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "--quiet", *STUB_REQUIREMENTS])
     if done.returncode != 0:
         raise ServeError(f"pip could not install {STUB_REQUIREMENTS} into {env} (no package index reachable?)")

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.venvs import active_site_dirs, inherit_active_env
+
 
 @dataclass(frozen=True)
 class VenvSpec:
@@ -60,26 +62,8 @@ def _python(venv: Path) -> Path:
 
 
 def _wanted(spec: VenvSpec) -> dict:
-    return {"requirements": list(spec.steps), "inherit": _active_site_dirs() if spec.inherit_active_env else [],
+    return {"requirements": list(spec.steps), "inherit": active_site_dirs() if spec.inherit_active_env else [],
             "python": sys.version.split()[0]}
-
-
-def _active_site_dirs() -> list[str]:
-    """The site-packages folders of the interpreter running this code (its virtualenv's, where it runs in one)."""
-    import site
-
-    dirs = [p for p in sys.path if p and Path(p).name in ("site-packages", "dist-packages")]
-    if site.ENABLE_USER_SITE and Path(site.getusersitepackages()).is_dir():
-        dirs.append(site.getusersitepackages())
-    return list(dict.fromkeys(str(Path(d).resolve()) for d in dirs))
-
-
-def _inherit_active_env(venv: Path) -> None:
-    """A .pth file that adds the active site dirs after the venv's own, with their .pth files (editable installs)."""
-    own = subprocess.run([_python(venv), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    lines = [f"import site; site.addsitedir({d!r})" for d in _active_site_dirs()]
-    (Path(own) / "zz-bilm-active-env.pth").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _marker(venv: Path) -> dict | None:
@@ -120,7 +104,7 @@ def ensure_venv(spec: VenvSpec, timeout: float = 900) -> tuple[Path, dict]:
         try:
             _run([sys.executable, "-m", "venv", venv], 120)
             if spec.inherit_active_env:
-                _inherit_active_env(venv)
+                inherit_active_env(venv)
             pip = [_python(venv), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
             for step in spec.steps:  # one at a time: a later step finds the earlier ones satisfied
                 _run(pip + [step], timeout)
