@@ -298,6 +298,10 @@ def long_text(predictor, texts: list[str]):
     return predictor.encoder.encode([" ".join(texts[:400])])[0]
 
 
+def progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def fits(predictor, seq: int) -> bool:
     return seq <= predictor.encoder.max_length
 
@@ -310,13 +314,15 @@ def time_cells(target: Target, backends: dict[str, Any], texts: list[str], setti
     config = json.loads((target.onnx_dir / "config.json").read_text())
     text = long_text(backends[EAGER], texts)
     out: dict[str, dict[str, dict]] = {name: {} for name in backends}
-    profilers = ort_profilers(target, settings) if settings.profile else {}
+    profilers = ort_profilers(target, settings, ceilings.workdir) if settings.profile else {}
     for batch, seq in target.shapes:
         if not fits(backends[EAGER], seq):
             continue
         feeds = {name: fixed_batch(p, text, batch, seq) for name, p in backends.items()}
         calls = {name: (lambda p=p, f=feeds[name]: p.predict_logits(f)) for name, p in backends.items()}
         times = interleaved(calls, settings.rounds, settings.warmup, {n: p.clock for n, p in backends.items()})
+        progress(f"{target.family} {target.preset} {batch}x{seq}: " + ", ".join(
+            f"{n} {np.median(t) * 1e3:.1f} ms" for n, t in times.items()))
         for name, t in times.items():
             stats = _stats(t, batch)
             precision = "int8" if name.endswith("int8") else "fp32"
@@ -334,7 +340,7 @@ def time_cells(target: Target, backends: dict[str, Any], texts: list[str], setti
     return out
 
 
-def ort_profilers(target: Target, settings: BenchSettings) -> dict[str, Any]:
+def ort_profilers(target: Target, settings: BenchSettings, workdir: Path) -> dict[str, Any]:
     """A profiling session per ORT variant, with the predictor's own session settings."""
     import onnxruntime as ort
 
@@ -345,7 +351,7 @@ def ort_profilers(target: Target, settings: BenchSettings) -> dict[str, Any]:
         folder = target.onnx_dir if v == "fp32" else target.onnx_dir.with_name(f"{target.onnx_dir.name}-{v}")
         options = session_options(settings.threads, spinning=False)
         options.enable_profiling = True
-        options.profile_file_prefix = str(Paths().bench / f"profile-{target.family}-{v}")
+        options.profile_file_prefix = str(workdir / f"profile-{target.family}-{v}")
         out[f"ort-{v}"] = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
     return out
 

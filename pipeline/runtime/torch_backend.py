@@ -92,8 +92,9 @@ class TorchPredictor(Predictor):
         self.model = model.to(self.device).eval()
         # the family's input names (XLNet and BERT both take these three); other keys are not fed
         self.inputs = family_of_config(model.config).onnx.inputs
-        # reduce-overhead: CUDA graphs captured per input shape (so pad to few shapes: `buckets`)
-        self.forward = torch.compile(self.model, mode="reduce-overhead", dynamic=False) if compile else self.model
+        # reduce-overhead: CUDA graphs, one recorded per input shape (buckets keep the shapes few); the compiled
+        # code turns dynamic after the second shape instead of recompiling for each
+        self.forward = torch.compile(self.model, mode="reduce-overhead") if compile else self.model
         if self.device.type == "cuda":
             self.clock = cuda_seconds
 
