@@ -289,10 +289,11 @@ def fixed_batch(predictor: Predictor, long_text: Encoded, batch: int, length: in
     return predictor.encoder.pad([item] * batch)
 
 
-def latency_fixed(predictor: Predictor, long_text: Encoded, cfg: EvaluateConfig, max_seq: int | None) -> dict:
+def latency_fixed(predictor: Predictor, long_text: Encoded, cfg: EvaluateConfig, max_seq: int | None,
+                  max_batch: int | None = None) -> dict:
     """{length: p50/p90/p99 at batch 1 and, per batch size of `fixed_batch_sizes` with batch x length <=
     `fixed_max_tokens`, throughput ("batches"; the largest also at the top level)} for each fixed length that
-    fits the model (and the engine profile)."""
+    fits the model (and the engine profile's max_seq and max_batch)."""
     out = {}
     limit = min(len(long_text.ids), max_seq or len(long_text.ids))
     for length in cfg.fixed_lengths:
@@ -302,7 +303,8 @@ def latency_fixed(predictor: Predictor, long_text: Encoded, cfg: EvaluateConfig,
         one = _timed(predictor, [fixed_batch(predictor, long_text, 1, length)] * cfg.fixed_iterations, 1,
                      cfg.fixed_budget_s)
         row, batches = _summary(one), {}
-        for batch in sorted(b for b in cfg.fixed_batch_sizes if b * length <= cfg.fixed_max_tokens):
+        for batch in sorted(b for b in cfg.fixed_batch_sizes
+                            if b * length <= cfg.fixed_max_tokens and b <= (max_batch or b)):
             full = _timed(predictor, [fixed_batch(predictor, long_text, batch, length)] * cfg.fixed_throughput_batches,
                           1, cfg.fixed_budget_s, 1)
             batches[str(batch)] = {"p50_ms": float(np.median(full)), "calls": len(full),
@@ -321,7 +323,7 @@ def measure_latency(predictor: Predictor, texts: list[str], cfg: EvaluateConfig,
     # one long real text (test reviews joined), cut to each fixed length; truncated at the model's max length
     long_text = predictor.encoder.encode([" ".join(texts[i] for i in order[:400])])[0]
     return {"real": latency_real(predictor, encoded, cfg),
-            "fixed": latency_fixed(predictor, long_text, cfg, backend.max_seq)}
+            "fixed": latency_fixed(predictor, long_text, cfg, backend.max_seq, backend.max_batch)}
 
 
 def run_backend(backend: Backend, test: TestSplit, cfg: EvaluateConfig) -> Row:
