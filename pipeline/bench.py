@@ -485,12 +485,14 @@ def run_bench(settings: BenchSettings, out: Path | None = None, paths: Paths | N
     paths.bench.mkdir(parents=True, exist_ok=True)
     texts = bench_texts(paths, settings.real_texts)
     ceilings = Ceilings(paths.bench, settings.threads)
-    results = [bench_target(t, texts, settings, ceilings) for t in targets(settings, paths)]
-    print_table(results, settings)
     out = out or paths.bench / "bench.json"
-    write_json(out, {"machine": machine(), "settings": asdict(settings), "ceilings": ceilings.measured,
-                     "roofline": "per cell: seconds its GEMMs need at the best of ORT MatMul / torch.matmul (fp32) "
-                                 "or ORT dynamic-INT8 MatMul / torch dynamic-INT8 Linear (int8) at those shapes, "
-                                 "measured in this run; fraction = that / the min latency",
-                     "results": results})
+    results: list[dict] = []
+    for target in targets(settings, paths):  # the JSON is rewritten after each model: a long run keeps its rows
+        results.append(bench_target(target, texts, settings, ceilings))
+        write_json(out, {"machine": machine(), "settings": asdict(settings), "ceilings": ceilings.measured,
+                         "roofline": "per cell: seconds its GEMMs need at the best of ORT MatMul / torch.matmul "
+                                     "(fp32) or ORT dynamic-INT8 MatMul / torch dynamic-INT8 Linear (int8) at those "
+                                     "shapes, measured in this run; fraction = that / the min latency",
+                         "results": results})
+    print_table(results, settings)
     return out
