@@ -396,7 +396,6 @@ def gpu_rows(target: Target, texts: list[str], settings: BenchSettings) -> dict[
             cells[f"{batch}x{seq}"] = _stats(time_calls(lambda: p.run(feed), max(20, settings.rounds), 3,
                                                         clock=p.clock), batch)
         out[v.name] = {"status": "ok", "shapes": cells, "real_texts": time_real_texts({v.name: p}, texts, 3)[v.name]}
-        del p
     return out
 
 
