@@ -272,7 +272,8 @@ def cpu_backends(target: Target, threads: int) -> dict[str, Any]:
     out: dict[str, Any] = {EAGER: TorchPredictor(target.model_dir, threads=threads)}
     for v in ORT_VARIANTS:
         folder = target.onnx_dir if v == "fp32" else target.onnx_dir.with_name(f"{target.onnx_dir.name}-{v}")
-        out[f"ort-{v}"] = OrtPredictor(folder, threads=threads, spinning=False)
+        # no arena: 3 sessions each holding its peak ran a 23 GB machine out of memory at XLNet 64 x 512
+        out[f"ort-{v}"] = OrtPredictor(folder, threads=threads, spinning=False, arena=False)
     return out
 
 
@@ -349,7 +350,7 @@ def ort_profilers(target: Target, settings: BenchSettings, workdir: Path) -> dic
     out = {}
     for v in ORT_VARIANTS:
         folder = target.onnx_dir if v == "fp32" else target.onnx_dir.with_name(f"{target.onnx_dir.name}-{v}")
-        options = session_options(settings.threads, spinning=False)
+        options = session_options(settings.threads, spinning=False, arena=False)
         options.enable_profiling = True
         options.profile_file_prefix = str(workdir / f"profile-{target.family}-{v}")
         out[f"ort-{v}"] = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])

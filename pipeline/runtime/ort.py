@@ -102,12 +102,14 @@ def _with_options(providers: list[str], options: dict[str, dict]) -> list:
 # --- end of TensorRT execution provider options ---------------------------------------------------------
 
 
-def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
+def session_options(threads: int | None = None, spinning: bool = True, arena: bool = True) -> ort.SessionOptions:
     """The CPU session settings of every bilm ORT session (predictor, bench, ceilings): `threads` intra-op
     threads (None: ONNX Runtime's default, one per core), one inter-op thread (the graphs are sequential), and
     whether idle pool threads spin: spinning lowers latency on cores of one's own, but on shared cores (or
-    beside PyTorch's OpenMP pool in one process) spinning threads starve the ones doing the work."""
+    beside PyTorch's OpenMP pool in one process) spinning threads starve the ones doing the work. arena=False:
+    memory goes back after each run instead of staying at the session's peak (bench holds several sessions)."""
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = arena
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -119,7 +121,7 @@ def session_options(threads: int | None = None, spinning: bool = True) -> ort.Se
 
 class OrtPredictor(Predictor):
     def __init__(self, folder: str | Path, provider: str = "cpu", threads: int | None = None,
-                 provider_options: dict[str, dict] | None = None, spinning: bool = True):
+                 provider_options: dict[str, dict] | None = None, spinning: bool = True, arena: bool = True):
         super().__init__(folder)
         providers = resolve_providers(provider)  # before the session: a bad provider fails fast
         if provider_options is None and "TensorrtExecutionProvider" in providers:
@@ -128,7 +130,7 @@ class OrtPredictor(Predictor):
         if not path.is_file():
             raise PredictorError(f"{self.folder} has no model.onnx; export it with "
                                  f"`bilm export onnx MODEL_DIR {self.folder}`")
-        options = session_options(threads, spinning)
+        options = session_options(threads, spinning, arena)
         try:
             self.session = ort.InferenceSession(str(path), options,
                                                 providers=_with_options(providers, provider_options or {}))
