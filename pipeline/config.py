@@ -159,7 +159,8 @@ class EvaluateConfig:
     fixed_iterations: int = 10  # batch-1 calls per fixed length, at most
     fixed_budget_s: float = 1.0  # seconds of model time per fixed length and series, at most (3 calls at least)
     fixed_throughput_batches: int = 2  # timed batches per fixed length, at most
-    fixed_max_tokens: int = 4096  # fixed-length throughput batch: min(batch_size, this / length)
+    fixed_batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 64])  # throughput batches per fixed length
+    fixed_max_tokens: int = 32768  # ...each timed only if batch x length <= this
     threads: int | None = None  # intra-op threads for ORT and PyTorch; None: the library's default
     torch_device: str = "cpu"  # cpu | cuda | auto (cuda when available)
     # statistics: paired bootstrap and McNemar (pipeline/stats.py)

@@ -12,10 +12,10 @@ plot data under plots/ (DVC plots; the report draws the same data as PNGs).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -27,9 +27,10 @@ from pipeline.config import EvaluateConfig, Params
 from pipeline.io import read_json, write_json
 from pipeline.metrics import prediction_rows
 from pipeline.paths import Paths
+from pipeline.runtime.base import Predictor, length_batches
 from pipeline.scoring import EvaluationError, TestSplit, read_test, score_predictor
-from pipeline.runtime.base import Predictor
 from pipeline.runtime.text import Encoded
+from pipeline.runtime.timing import time_calls
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +77,24 @@ def _short(exc: BaseException) -> str:
 
 
 def torch_backend(model: str, family: str, folder: Path, cfg: EvaluateConfig, stage: str,
-                  timed: bool = True) -> Backend:
-    backend = Backend(model, family, "pytorch", folder, timed=timed)
+                  timed: bool = True, variant=None) -> Backend:
+    """The PyTorch row (cfg.torch_device, fp32), or with `variant` (a torch_backend.TorchVariant) a CUDA row,
+    skipped with the reason where torch sees no CUDA device."""
+    backend = Backend(model, family, variant.name if variant else "pytorch", folder, timed=timed)
     if not (folder / "config.json").is_file():
         backend.skip = f"folder missing: {folder} (run `dvc repro {stage}`)"
         return backend
+    if variant is not None:
+        from pipeline.runtime.torch_backend import cuda_missing
+
+        backend.skip = cuda_missing()
 
     def load() -> Predictor:
         from pipeline.runtime.torch_backend import TorchPredictor  # torch only where PyTorch rows run
 
-        return TorchPredictor(folder, device=cfg.torch_device, threads=cfg.threads)
+        if variant is None:
+            return TorchPredictor(folder, device=cfg.torch_device, threads=cfg.threads)
+        return TorchPredictor(folder, device=variant.device, dtype=variant.dtype, compile=variant.compile)
 
     backend.load = load
     return backend
@@ -107,7 +116,10 @@ def ort_backend(family: str, name: str, folder: Path, provider: str, cfg: Evalua
 
 def discover(family: str, paths: Paths, cfg: EvaluateConfig) -> list[Backend]:
     """Every backend row of one family, runnable or with the reason it is skipped (checked before any run)."""
-    rows = [torch_backend(family, family, paths.model(family), cfg, f"finetune@{family}")]
+    from pipeline.runtime.torch_backend import CUDA_VARIANTS
+
+    rows = [torch_backend(family, family, paths.model(family), cfg, f"finetune@{family}", variant=v)
+            for v in (None, *CUDA_VARIANTS)]
     rows += [ort_backend(family, name, paths.onnx(family, variant), provider, cfg)
              for name, (variant, provider) in ORT_BACKENDS.items()]
     known = {paths.onnx(family, variant) for variant, _ in ORT_BACKENDS.values()}
@@ -192,20 +204,13 @@ def folder_size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2 ** 20
 
 
-def _timed(fn: Callable, batches: list, warmup: int, budget_s: float | None = None, min_calls: int = 3) -> np.ndarray:
-    """Milliseconds per call over `batches`, after `warmup` untimed calls. With `budget_s`, stop once that much
-    time was spent (after at least `min_calls`): slow backends and long inputs get fewer calls, not more time."""
-    for i in range(warmup):
-        fn(batches[i % len(batches)])
-    out, spent = [], 0.0
-    for batch in batches:
-        start = time.perf_counter()
-        fn(batch)
-        out.append((time.perf_counter() - start) * 1e3)
-        spent += out[-1] / 1e3
-        if budget_s is not None and spent > budget_s and len(out) >= min_calls:
-            break
-    return np.array(out)
+def _timed(predictor: Predictor, batches: list, warmup: int, budget_s: float | None = None,
+           min_calls: int = 3) -> np.ndarray:
+    """Milliseconds per `predict_logits` call over `batches` (cycled through), after `warmup` untimed calls,
+    on the predictor's own clock (CUDA events for CUDA rows); `budget_s`: see time_calls."""
+    cycle = itertools.cycle(batches)
+    return np.array(time_calls(lambda: predictor.predict_logits(next(cycle)), len(batches), warmup, budget_s,
+                               min_calls, clock=predictor.clock)) * 1e3
 
 
 def _summary(ms: np.ndarray) -> dict[str, float]:
@@ -214,35 +219,57 @@ def _summary(ms: np.ndarray) -> dict[str, float]:
             "calls": int(len(ms))}
 
 
+def real_batches(predictor: Predictor, encoded: list[Encoded], batch_size: int) -> list[dict[str, np.ndarray]]:
+    """Batches of real texts as the predictor's `classify` forms them (length-sorted, bucketed if it buckets)."""
+    edges = [e for e in predictor.buckets if e <= predictor.encoder.max_length]
+    plan = length_batches(dict(enumerate(len(e.ids) for e in encoded)), batch_size, edges)
+    return [predictor.encoder.pad([encoded[i] for i in chunk], width) for chunk, width in plan]
+
+
 def latency_real(predictor: Predictor, encoded: list[Encoded], cfg: EvaluateConfig) -> dict:
-    """Batch 1 over up to `latency_texts` (seeded order, time-bounded) and throughput over length-sorted
-    batches of `throughput_texts`."""
-    pad, fn = predictor.encoder.pad, predictor.predict_logits
+    """Batch 1 over up to `latency_texts` (seeded order, time-bounded) and throughput over the batches
+    `classify` would form from `throughput_texts`."""
     sample = encoded[: cfg.latency_texts]
-    ms = _timed(fn, [pad([e]) for e in sample], cfg.latency_warmup, cfg.latency_budget_s)
+    ms = _timed(predictor, [predictor.encoder.pad([e]) for e in sample], cfg.latency_warmup, cfg.latency_budget_s)
     out = {**_summary(ms), "mean_tokens": float(np.mean([len(e.ids) for e in sample[: len(ms)]]))}
-    items = sorted(encoded[: cfg.throughput_texts], key=lambda e: len(e.ids))
-    batches = [pad(items[i: i + cfg.batch_size]) for i in range(0, len(items), cfg.batch_size)]
-    out["throughput_per_s"] = float(len(items) / (_timed(fn, batches, 1).sum() / 1e3))
+    items = encoded[: cfg.throughput_texts]
+    batches = real_batches(predictor, items, cfg.batch_size)
+    out["throughput_per_s"] = float(len(items) / (_timed(predictor, batches, 1).sum() / 1e3))
     out["throughput_batch_size"] = cfg.batch_size
     return out
 
 
-def latency_fixed(predictor: Predictor, long_text: Encoded, cfg: EvaluateConfig, max_seq: int | None) -> dict:
-    """{length: p50/p90/p99 at batch 1, throughput at min(batch_size, fixed_max_tokens / length)} for each
-    fixed length that fits the model (and the engine profile)."""
-    pad, fn, out = predictor.encoder.pad, predictor.predict_logits, {}
+def fixed_batch(predictor: Predictor, long_text: Encoded, batch: int, length: int) -> dict[str, np.ndarray]:
+    """`batch` copies of a real text cut to `length` tokens: the fixed-shape input of evaluate and bench."""
+    item = Encoded(long_text.ids[:length], long_text.type_ids[:length], truncated=False)
+    return predictor.encoder.pad([item] * batch)
+
+
+def latency_fixed(predictor: Predictor, long_text: Encoded, cfg: EvaluateConfig, max_seq: int | None,
+                  max_batch: int | None = None) -> dict:
+    """{length: p50/p90/p99 at batch 1 and, per batch size of `fixed_batch_sizes` with batch x length <=
+    `fixed_max_tokens`, throughput ("batches"; the largest also at the top level)} for each fixed length that
+    fits the model (and the engine profile's max_seq and max_batch)."""
+    out = {}
     limit = min(len(long_text.ids), max_seq or len(long_text.ids))
     for length in cfg.fixed_lengths:
         if length > limit:  # beyond the model's (or the engine profile's) maximum: not measurable
             continue
-        item = Encoded(long_text.ids[:length], long_text.type_ids[:length], truncated=False)
-        # one warm-up call per length: the model is warm from the real-text series, only the shape is new
-        one = _timed(fn, [pad([item])] * cfg.fixed_iterations, 1, cfg.fixed_budget_s)
-        batch = max(1, min(cfg.batch_size, cfg.fixed_max_tokens // length))  # bounds the cost of long inputs
-        full = _timed(fn, [pad([item] * batch)] * cfg.fixed_throughput_batches, 1, cfg.fixed_budget_s, 1)
-        out[str(length)] = {**_summary(one), "throughput_per_s": float(batch * len(full) / (full.sum() / 1e3)),
-                            "throughput_batch_size": batch}
+        # one warm-up call per shape: the model is warm from the real-text series, only the shape is new
+        one = _timed(predictor, [fixed_batch(predictor, long_text, 1, length)] * cfg.fixed_iterations, 1,
+                     cfg.fixed_budget_s)
+        row, batches = _summary(one), {}
+        for batch in sorted(b for b in cfg.fixed_batch_sizes
+                            if b * length <= cfg.fixed_max_tokens and b <= (max_batch or b)):
+            full = _timed(predictor, [fixed_batch(predictor, long_text, batch, length)] * cfg.fixed_throughput_batches,
+                          1, cfg.fixed_budget_s, 1)
+            batches[str(batch)] = {"p50_ms": float(np.median(full)), "calls": len(full),
+                                   "throughput_per_s": float(batch * len(full) / (full.sum() / 1e3))}
+        if batches:
+            largest = max(batches, key=int)
+            row.update(batches=batches, throughput_per_s=batches[largest]["throughput_per_s"],
+                       throughput_batch_size=int(largest))
+        out[str(length)] = row
     return out
 
 
@@ -252,7 +279,7 @@ def measure_latency(predictor: Predictor, texts: list[str], cfg: EvaluateConfig,
     # one long real text (test reviews joined), cut to each fixed length; truncated at the model's max length
     long_text = predictor.encoder.encode([" ".join(texts[i] for i in order[:400])])[0]
     return {"real": latency_real(predictor, encoded, cfg),
-            "fixed": latency_fixed(predictor, long_text, cfg, backend.max_seq)}
+            "fixed": latency_fixed(predictor, long_text, cfg, backend.max_seq, backend.max_batch)}
 
 
 def run_backend(backend: Backend, test: TestSplit, cfg: EvaluateConfig) -> Row:

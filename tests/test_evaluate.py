@@ -18,7 +18,8 @@ from pipeline.paths import Paths
 from pipeline.runtime import OrtPredictor
 
 FAST = EvaluateConfig(batch_size=8, latency_warmup=1, latency_texts=6, throughput_texts=16, fixed_lengths=[8, 32],
-                      fixed_iterations=3, fixed_throughput_batches=1, bootstrap_samples=50)
+                      fixed_batch_sizes=[1, 4], fixed_max_tokens=64, fixed_iterations=3, fixed_throughput_batches=1,
+                      bootstrap_samples=50)
 
 
 # --- metrics ---------------------------------------------------------------------------------------------
@@ -58,6 +59,20 @@ def test_missing_backends_become_skipped_rows_with_reasons(tmp_path):
         assert "CUDAExecutionProvider" in rows["bert/ort-fp16"].skip
     row = run_backend(rows["bert/ort-fp32"], TestSplit(["x"], ["great"]), FAST)
     assert row.status.startswith("skipped: folder missing")
+
+
+def test_pytorch_cuda_rows_are_listed_and_skipped_without_cuda(tmp_path):
+    import torch
+
+    paths = Paths(tmp_path)
+    _write(paths.model("bert") / "config.json", {})  # the folder exists: only the device can be missing
+    rows = {b.name: b for b in discover("bert", paths, FAST) if b.model == "bert"}
+    for name in ("pytorch-cuda-fp16", "pytorch-cuda-bf16", "pytorch-cuda-compile"):
+        if torch.cuda.is_available():
+            assert rows[name].skip is None and rows[name].load is not None
+        else:
+            assert rows[name].skip.startswith("no CUDA device: torch is"), rows[name].skip
+    assert rows["pytorch"].skip is None  # the CPU row runs
 
 
 def test_no_engine_json_means_skipped_tensorrt_rows(tmp_path):
@@ -102,8 +117,10 @@ def test_a_backend_row_has_quality_agreement_inputs_and_latency(onnx_dir, texts)
     assert row.status == "ok" and len(row.predicted) == 20 and row.probabilities.shape == (20, 2)
     assert {"accuracy", "f1_macro", "roc_auc", "confusion_matrix", "per_class", "size_mb"} <= set(row.quality)
     real, fixed = row.latency["real"], row.latency["fixed"]
-    assert real["p50_ms"] <= real["p90_ms"] <= real["p99_ms"] and real["calls"] == 6 and real["throughput_per_s"] > 0
-    assert set(fixed) == {"8", "32"} and fixed["32"]["throughput_batch_size"] == 8
+    assert real["calls"] == 6 and real["throughput_per_s"] > 0
+    # every batch size at length 8 (4 x 8 <= fixed_max_tokens); at 32 only batch 1 fits the cap of 64 tokens
+    assert set(fixed) == {"8", "32"} and set(fixed["8"]["batches"]) == {"1", "4"} and set(fixed["32"]["batches"]) == {"1"}
+    assert fixed["8"]["throughput_batch_size"] == 4 and fixed["32"]["throughput_batch_size"] == 1
     capped = measure_latency(OrtPredictor(onnx_dir), texts[:10], dataclasses.replace(FAST, fixed_lengths=[8, 99999]),
                              backend)
     assert set(capped["fixed"]) == {"8"}  # beyond the model's maximum length: not measured

@@ -17,6 +17,7 @@ from export_fixtures import family_name, model_dir, onnx_dir, texts  # noqa: F40
 
 from pipeline.export.commands import predict
 from pipeline.runtime import (OrtPredictor, PredictorError, TruncationWarning, classify_items, items_from_jsonl)
+from pipeline.runtime.base import bucket_width, length_batches
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,18 +51,33 @@ def test_classify_matches_pytorch(onnx_dir, model_dir, texts):
     assert all(abs(r["score"] - max(r["probabilities"].values())) < 1e-9 for r in results)
 
 
-def test_batches_pad_only_to_their_longest_text(onnx_dir, texts):
+def test_length_batches_group_by_bucket_and_pad_to_its_edge():
+    lengths = {0: 5, 1: 40, 2: 33, 3: 7, 4: 64, 5: 70}
+    assert length_batches(lengths, 2, (32, 64)) == [([0, 3], 32), ([2, 1], 64), ([4], 64), ([5], 70)]
+    # no buckets: length-sorted batches, each padded to its longest item
+    assert length_batches(lengths, 4) == [([0, 3, 2, 1], 40), ([4, 5], 70)]
+
+
+def test_bucketed_batches_return_each_text_its_own_result_in_input_order(onnx_dir, texts):
     predictor = OrtPredictor(onnx_dir)
     widths = []
     original = predictor.predict_logits
 
     def recording(batch):
-        widths.append((batch["input_ids"].shape[1], int(batch["attention_mask"].sum(1).max())))
+        lengths = batch["attention_mask"].sum(1)
+        widths.append((batch["input_ids"].shape[1], int(lengths.min()), int(lengths.max())))
         return original(batch)
 
     predictor.predict_logits = recording
-    predictor.classify(texts[:9], batch_size=4)
-    assert len(widths) == 3 and all(width == longest for width, longest in widths)
+    bucketed = predictor.classify(texts[:24], batch_size=4)
+    edges = sorted(predictor.buckets)
+    for width, shortest, longest in widths:  # one bucket per batch, padded to that bucket's edge
+        assert width == bucket_width(longest, edges) == bucket_width(shortest, edges), (width, shortest, longest)
+    predictor.predict_logits, predictor.buckets = original, ()
+    one_by_one = predictor.classify(texts[:24], batch_size=1)  # no padding at all
+    for a, b in zip(bucketed, one_by_one):
+        assert a["label"] == b["label"]
+        np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-5)
 
 
 def test_empty_texts_get_an_error_and_the_rest_go_on(onnx_dir):

@@ -56,20 +56,40 @@ def quantize(onnx_dir: Path, method: str, max_f1_drop: float | None, params_file
     _run(onnx_dir, ("int8",) if method == "family" else (f"int8-{method}",), params_file, overrides, max_f1_drop)
 
 
+def _shape_list(text: str) -> list[tuple[int, int]]:
+    try:
+        return [(int(b), int(s)) for b, s in (cell.split("x") for cell in text.split(","))]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: write BATCHxSEQ cells separated by commas, e.g. 1x128,64x512") from None
+
+
 @click.command()
 @click.option("--families", default="bert,xlnet", show_default=True)
+@click.option("--preset", "presets", multiple=True, default=("small", "base"), show_default=True,
+              help="model shapes (params.yaml presets): trained models for the active preset where exported, "
+                   "else random weights of that shape")
 @click.option("--threads", type=int, default=2, show_default=True, help="intra-op threads, ORT and PyTorch")
-@click.option("--iterations", type=int, default=10, show_default=True, help="timed calls per shape")
-@click.option("--shapes", default="1x32,1x128,1x512,32x128", show_default=True, help="BATCHxSEQ list")
-@click.option("--base/--no-base", default=True, help="random-weight base-shape models (the roofline targets)")
-@click.option("--trained/--no-trained", default=True, help="the pipeline's models, where present")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON (default: artifacts/bench)")
-def bench(families: str, threads: int, iterations: int, shapes: str, base: bool, trained: bool,
-          out: Path | None) -> None:
-    """Latency, throughput, roofline fraction, size and peak memory of PyTorch eager vs every ORT variant."""
-    from pipeline.bench import BenchSettings, run_bench
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="interleaved rounds per cell (each round times every backend once)")
+@click.option("--shapes", default="1x32,1x128,1x512,8x32,8x128,8x512,64x32,64x128,64x512", show_default=True,
+              help="BATCHxSEQ cells for the non-base presets")
+@click.option("--base-shapes", default="1x128,8x128,64x128", show_default=True,
+              help="BATCHxSEQ cells for the base preset")
+@click.option("--full", is_flag=True, help="the whole batch x length grid for the base preset too (slow: see README)")
+@click.option("--trained/--no-trained", default=True, help="the pipeline's models, where exported")
+@click.option("--profile/--no-profile", default=True, help="attention's share from ONNX Runtime's profiler")
+@click.option("--real-texts", type=int, default=256, show_default=True, help="test texts per backend and round")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="JSON file, or a folder to write bench.json into (default: artifacts/bench/bench.json)")
+def bench(families: str, presets: tuple[str, ...], threads: int, rounds: int, shapes: str, base_shapes: str,
+          full: bool, trained: bool, profile: bool, real_texts: int, out: Path | None) -> None:
+    """PyTorch eager vs every ORT CPU variant over batch x length, interleaved, against the same-run GEMM
+    roofline; the PyTorch CUDA rows where a GPU is present."""
+    from pipeline.bench import GRID, BenchSettings, run_bench
 
-    settings = BenchSettings(families=families.split(","), threads=threads, iterations=iterations,
-                             shapes=[tuple(int(x) for x in s.split("x")) for s in shapes.split(",")],
-                             base=base, trained=trained)
+    settings = BenchSettings(families=families.split(","), presets=list(presets), threads=threads, rounds=rounds,
+                             shapes=_shape_list(shapes), base_shapes=GRID if full else _shape_list(base_shapes),
+                             trained=trained, profile=profile, real_texts=real_texts)
+    if out is not None and (out.is_dir() or not out.suffix):
+        out = out / "bench.json"
     click.echo(f"wrote {run_bench(settings, out)}")

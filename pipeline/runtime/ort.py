@@ -141,9 +141,26 @@ def _with_options(providers: list[str], options: dict[str, dict]) -> list:
 # --- end of TensorRT execution provider options ---------------------------------------------------------
 
 
+def session_options(threads: int | None = None, spinning: bool = True, arena: bool = True) -> ort.SessionOptions:
+    """The CPU session settings of every bilm ORT session (predictor, bench, ceilings): `threads` intra-op
+    threads (None: ONNX Runtime's default, one per core), one inter-op thread (the graphs are sequential), and
+    whether idle pool threads spin: spinning lowers latency on cores of one's own, but on shared cores (or
+    beside PyTorch's OpenMP pool in one process) spinning threads starve the ones doing the work. arena=False:
+    memory goes back after each run instead of staying at the session's peak (bench holds several sessions)."""
+    options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = arena
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
 class OrtPredictor(Predictor):
     def __init__(self, folder: str | Path, provider: str = "cpu", threads: int | None = None,
-                 provider_options: dict[str, dict] | None = None):
+                 provider_options: dict[str, dict] | None = None, spinning: bool = True, arena: bool = True):
         super().__init__(folder)
         providers = resolve_providers(provider)  # before the session: a bad provider fails fast
         if "TensorrtExecutionProvider" in providers:
@@ -155,9 +172,7 @@ class OrtPredictor(Predictor):
         if not path.is_file():
             raise PredictorError(f"{self.folder} has no model.onnx; export it with "
                                  f"`bilm export onnx MODEL_DIR {self.folder}`")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        options = session_options(threads, spinning, arena)
         try:
             self.session = ort.InferenceSession(str(path), options,
                                                 providers=_with_options(providers, provider_options or {}))

@@ -81,9 +81,13 @@ class TextEncoder:
         encodings: list[Encoding] = self.tokenizer.encode_batch(texts)
         return [Encoded(e.ids, e.type_ids, truncated=bool(e.overflowing)) for e in encodings]
 
-    def pad(self, items: list[Encoded]) -> dict[str, np.ndarray]:
-        """[batch, longest] int64 input_ids / attention_mask / token_type_ids, padded on the tokenizer's side."""
+    def pad(self, items: list[Encoded], width: int | None = None) -> dict[str, np.ndarray]:
+        """[batch, width] int64 input_ids / attention_mask / token_type_ids, padded on the tokenizer's side;
+        width: the longest item's length by default (a larger one pads further, a smaller one is an error)."""
         length = max(len(item.ids) for item in items)
+        if width is not None and width < length:
+            raise ValueError(f"cannot pad items of {length} tokens to a width of {width}")
+        length = width or length
         ids = np.full((len(items), length), self.pad_id, dtype=np.int64)
         types = np.full((len(items), length), self.pad_type_id, dtype=np.int64)
         mask = np.zeros((len(items), length), dtype=np.int64)

@@ -1,4 +1,6 @@
-"""PyTorch eager predictor on a fine-tuned folder (config.json with id2label, tokenizer.json, weights).
+"""PyTorch predictor on a fine-tuned folder (config.json with id2label, tokenizer.json, weights): eager fp32
+on the CPU (transformers' default SDPA attention), and on a CUDA device fp16 or bf16 weights, optionally
+`torch.compile(mode="reduce-overhead")`, which replays CUDA graphs.
 
 Not imported by `pipeline.runtime`, which must stay importable without torch: import it from here.
 """
@@ -6,7 +8,9 @@ from __future__ import annotations
 
 import inspect
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -14,6 +18,44 @@ from transformers import AutoModelForSequenceClassification
 
 from pipeline.runtime.base import Predictor
 from pipeline.runtime.text import PredictorError
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class TorchVariant:
+    """One PyTorch row of `evaluate` and `bilm bench`."""
+
+    name: str
+    device: str  # "cpu" or "cuda"
+    dtype: str = "fp32"  # a DTYPES key
+    compile: bool = False  # torch.compile(mode="reduce-overhead"): CUDA graphs, one per input shape
+
+
+# The CUDA rows: what a GPU user without TensorRT runs, and what TensorRT must beat.
+CUDA_VARIANTS = (TorchVariant("pytorch-cuda-fp16", "cuda", "fp16"), TorchVariant("pytorch-cuda-bf16", "cuda", "bf16"),
+                 TorchVariant("pytorch-cuda-compile", "cuda", "fp16", compile=True))
+
+
+def cuda_missing() -> str | None:
+    """Why this machine cannot run the CUDA rows, or None when it can."""
+    if torch.cuda.is_available():
+        return None
+    build = f"a CPU-only build ({torch.__version__})" if torch.version.cuda is None else \
+        f"built for CUDA {torch.version.cuda} but finding no device or driver"
+    return f"no CUDA device: torch is {build}; run on a GPU machine with a CUDA torch"
+
+
+def cuda_seconds(fn: Callable[[], Any]) -> float:
+    """GPU seconds of one call, from CUDA events recorded around it after a synchronisation (so no earlier
+    work is counted) and read after the end event completes (so all of the call's work is)."""
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
 
 
 def resolve_device(device: str) -> torch.device:
@@ -27,11 +69,14 @@ def resolve_device(device: str) -> torch.device:
 
 
 class TorchPredictor(Predictor):
-    """The same tokenization, batching and softmax as every backend; the model runs in PyTorch eager mode."""
+    """The same tokenization, batching and softmax as every backend; the model runs in PyTorch."""
 
-    def __init__(self, folder: str | Path, device: str = "cpu", threads: int | None = None):
+    def __init__(self, folder: str | Path, device: str = "cpu", threads: int | None = None, dtype: str = "fp32",
+                 compile: bool = False):
         super().__init__(folder)
         self.device = resolve_device(device)
+        if dtype not in DTYPES or (dtype != "fp32" and self.device.type != "cuda"):
+            raise PredictorError(f"dtype {dtype!r} on {self.device}: use fp32 on the CPU, or fp16/bf16/fp32 on cuda")
         if not sys.stderr.isatty():  # transformers' weight-loading bar: terminals only, not CI logs
             from transformers.utils import logging as hf_logging
 
@@ -39,7 +84,7 @@ class TorchPredictor(Predictor):
         if threads:
             torch.set_num_threads(threads)  # process-wide: torch has no per-model thread pool
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(self.folder)
+            model = AutoModelForSequenceClassification.from_pretrained(self.folder, dtype=DTYPES[dtype])
         except (OSError, ValueError) as exc:
             raise PredictorError(f"{self.folder} holds no loadable classifier ({exc}); pass a fine-tuned "
                                  f"folder such as artifacts/models/bert") from None
@@ -47,9 +92,19 @@ class TorchPredictor(Predictor):
         # the encoder's inputs that this model's forward takes (BERT and XLNet take all three)
         accepted = inspect.signature(self.model.forward).parameters
         self.inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in accepted]
+        # reduce-overhead: CUDA graphs, one recorded per input shape (buckets keep the shapes few); the compiled
+        # code turns dynamic after the second shape instead of recompiling for each
+        self.forward = torch.compile(self.model, mode="reduce-overhead") if compile else self.model
+        if self.device.type == "cuda":
+            self.clock = cuda_seconds
+
+    def device_feed(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {name: torch.from_numpy(np.ascontiguousarray(batch[name])).to(self.device) for name in self.inputs}
+
+    def run(self, feed: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits on the device, from inputs already there (what the CUDA rows time)."""
+        with torch.inference_mode():
+            return self.forward(**feed).logits
 
     def predict_logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {name: torch.from_numpy(np.ascontiguousarray(batch[name])).to(self.device) for name in self.inputs}
-        with torch.inference_mode():
-            logits = self.model(**feed).logits
-        return logits.float().cpu().numpy()
+        return self.run(self.device_feed(batch)).float().cpu().numpy()

@@ -1,0 +1,87 @@
+"""`bilm bench` on a fresh artifacts folder (tiny shapes), its roofline GEMM list and its profile reading.
+
+No timed assertions: the speed figures go to the bench output, not into tests."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from export_fixtures import family_name, onnx_dir  # noqa: F401
+
+from pipeline.bench import GRID, attention_shares, cell_gemms, is_attention
+from pipeline.families import get_family
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["bert", "xlnet"])
+def test_roofline_gemms_add_up_to_the_familys_flops(name):
+    """The GEMM list the roofline times covers the encoder FLOPs the family counts (its extras aside)."""
+    config = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 4,
+              "d_model": 64, "d_inner": 256, "n_layer": 3, "n_head": 4}
+    family = get_family(name)
+    for batch, seq in GRID:
+        gemms = sum(flops for _, _, flops in cell_gemms(config, batch, seq))
+        extra = 3 * family.extra_layer_flops(64, batch, seq)
+        assert gemms == pytest.approx(family.encoder_flops(config, batch, seq) - extra), (batch, seq)
+
+
+def test_attention_share_from_a_real_onnxruntime_profile(onnx_dir, tmp_path):
+    """Profile the tiny exported model at two shapes: one record per run, attention found and below the total."""
+    options = ort.SessionOptions()
+    options.enable_profiling, options.profile_file_prefix = True, str(tmp_path / "profile")
+    session = ort.InferenceSession(str(onnx_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    for batch, seq in ((1, 16), (4, 64)):
+        ids = np.full((batch, seq), 5, dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})
+    shares = attention_shares(json.loads(Path(session.end_profiling()).read_text()))
+    assert len(shares) == 2
+    for share in shares:
+        assert 0 < share["attention_share"] < 1, share
+        assert "MatMul" in share["top_ops"] or "FusedMatMul" in share["top_ops"], share
+
+
+def test_attention_nodes_are_told_from_projections():
+    assert is_attention("Softmax", [[1, 2, 8, 8]]) and is_attention("Attention", [[1, 8, 32]])
+    assert is_attention("MatMul", [[1, 2, 8, 16], [1, 2, 16, 8]])  # Q . K^T
+    assert not is_attention("MatMul", [[1, 8, 32], [32, 32]])  # a projection
+    assert not is_attention("Add", [[1, 8, 32], [32]])  # a bias
+
+
+@pytest.mark.slow
+def test_bench_runs_on_a_fresh_clone_with_and_without_out(tmp_path):
+    """From an empty artifacts folder: random tiny-shape models are built, every CPU backend timed at each cell
+    that fits, the CUDA rows listed (skipped here with the reason), and the JSON written where asked."""
+    env = {**os.environ, "BILM_ARTIFACTS": str(tmp_path / "artifacts"), "PYTHONPATH": str(REPO)}
+    base = [sys.executable, "-m", "pipeline.cli", "bench", "--preset", "tiny", "--rounds", "1", "--shapes",
+            "1x16,2x64", "--real-texts", "8", "--families", "bert"]
+    done = subprocess.run(base + ["--out", str(tmp_path / "out")], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "bench.json").read_text())
+    (row,) = result["results"]
+    assert (row["family"], row["preset"], row["model"]) == ("bert", "tiny", "random")
+    assert set(row["cells"]) == {"pytorch", "ort-fp32", "ort-fused", "ort-int8"}
+    for backend, cells in row["cells"].items():
+        assert set(cells) == {"1x16", "2x64"}, backend
+        assert all(s["roofline_fraction"] > 0 for s in cells.values())
+        assert ("profile" in cells["2x64"]) == backend.startswith("ort-")
+    assert row["cells"]["pytorch"]["2x64"]["speedup_vs_eager"] == 1.0
+    assert set(row["gpu"]) == {"pytorch-cuda-fp16", "pytorch-cuda-bf16", "pytorch-cuda-compile"}
+    import torch
+
+    if not torch.cuda.is_available():
+        assert all(g["status"].startswith("skipped: no CUDA device") for g in row["gpu"].values())
+    assert result["machine"]["isa_flags"] and result["machine"]["cpu"]
+    assert any(key.startswith("linear:") and key.endswith(":int8") for key in result["ceilings"])
+    # without --out: the default place, the models already built are reused
+    again = subprocess.run(base + ["--no-profile"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "artifacts" / "bench" / "bench.json").is_file()
