@@ -1,5 +1,8 @@
 """PyTorch on a CUDA device, timed with CUDA events: the baseline a GPU user without TensorRT has.
 
+`cuda_seconds` times one call alone (synchronised on both sides: evaluate/bench's clock for the
+`pytorch-cuda-*` rows); `cuda_event_times` records a series back to back (gpu_check's steady state).
+
 A leaf: numpy at import, torch inside the functions, nothing from export/ or training. Used by
 scripts/gpu_check.py; evaluate/bench may use it for their `pytorch-cuda-*` rows.
 
@@ -28,6 +31,20 @@ def peak_bf16_flops(device_name: str) -> float | None:
         if key.lower() in device_name.lower():
             return flops
     return None
+
+
+def cuda_seconds(fn: Callable[[], Any]) -> float:
+    """GPU seconds of one call, from CUDA events recorded around it after a synchronisation (so no earlier
+    work is counted) and read after the end event completes (so all of the call's work is)."""
+    import torch
+
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
 
 
 def cuda_event_times(fn: Callable[[], Any], iterations: int, warmup: int) -> list[float]:

@@ -1,6 +1,6 @@
 """The one timing loop of `evaluate` and `bilm bench`: seconds per call, after warm-up calls, optionally
 bounded by a time budget. A leaf module (numpy-free, torch-free): the clock is a parameter, so a CUDA backend
-passes its CUDA-event clock (`torch_backend.cuda_seconds`) and the loop stays the same."""
+passes its CUDA-event clock (`pipeline.cuda_timing.cuda_seconds`) and the loop stays the same."""
 from __future__ import annotations
 
 import time

@@ -10,12 +10,12 @@ import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from pipeline.cuda_timing import cuda_seconds
 from pipeline.runtime.base import Predictor
 from pipeline.runtime.text import PredictorError
 
@@ -44,18 +44,6 @@ def cuda_missing() -> str | None:
     build = f"a CPU-only build ({torch.__version__})" if torch.version.cuda is None else \
         f"built for CUDA {torch.version.cuda} but finding no device or driver"
     return f"no CUDA device: torch is {build}; run on a GPU machine with a CUDA torch"
-
-
-def cuda_seconds(fn: Callable[[], Any]) -> float:
-    """GPU seconds of one call, from CUDA events recorded around it after a synchronisation (so no earlier
-    work is counted) and read after the end event completes (so all of the call's work is)."""
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / 1e3
 
 
 def resolve_device(device: str) -> torch.device:
