@@ -42,6 +42,17 @@ class DataConfig:
 
 
 @dataclass
+class BaselineConfig:
+    """TF-IDF + logistic regression (pipeline/baseline.py)."""
+
+    # auto: the best on validation macro-F1 of word (1-2 word grams), char (character n-grams: text without
+    # spaces, e.g. Chinese), char_wb (character n-grams inside words) and union (word + char)
+    analyzer: str = "auto"
+    char_ngram_range: list[int] = field(default_factory=lambda: [1, 3])
+    c_grid: list[float] = field(default_factory=lambda: [0.25, 1.0, 4.0, 16.0])  # inverse L2 strength, on validation
+
+
+@dataclass
 class TokenizerConfig:
     vocab_size: int = 8000
     min_frequency: int = 2
@@ -202,6 +213,7 @@ class Params:
     preset: str = "small"
     families: list[str] = field(default_factory=lambda: ["bert", "xlnet"])
     data: DataConfig = field(default_factory=DataConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
