@@ -40,7 +40,7 @@ def check_config(cfg: BaselineConfig) -> list[str]:
     return list(ANALYZERS) if cfg.analyzer == "auto" else [cfg.analyzer]
 
 
-def tfidf_baseline(cfg: BaselineConfig = BaselineConfig(), paths: Paths = Paths(), seed: int = 42) -> dict:
+def tfidf_baseline(paths: Paths = Paths(), cfg: BaselineConfig = BaselineConfig(), seed: int = 42) -> dict:
     """Fit on train, pick analyzer and C on validation macro-F1, report on test; keep per-text predictions."""
     analyzers = check_config(cfg)
     label2id = read_json(paths.label_map)

@@ -107,7 +107,7 @@ def baseline(params_file: str, overrides: tuple[str, ...]) -> None:
     """TF-IDF + logistic regression reference on the same splits."""
     from pipeline.baseline import tfidf_baseline
 
-    metrics = run_with_params(lambda p: tfidf_baseline(p.baseline, seed=p.data.seed), params_file, overrides)
+    metrics = run_with_params(lambda p: tfidf_baseline(cfg=p.baseline, seed=p.data.seed), params_file, overrides)
     click.echo({k: metrics[k] for k in ("analyzer", "C", "accuracy", "f1_macro")})
 
 
