@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -227,3 +232,34 @@ def test_embedded_chinese_source_and_a_baseline_that_reads_characters(tmp_path, 
     auto = tfidf_baseline(paths, BaselineConfig())
     assert auto["analyzer"] in ("char", "char_wb", "union")
     assert auto["f1_macro"] > word["f1_macro"] + 0.1
+
+
+# --- end to end --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_chinese_end_to_end_on_the_tiny_preset(zh, tiny_params, tmp_path, family):
+    """prepare -> tokenizer (the `zh` fixture) -> pretrain -> fine-tune -> ONNX export -> `bilm predict` on
+    Chinese JSONL: labels from the label map, `truncated` only for the text longer than the model's limit."""
+    from pipeline.export.onnx import export_family
+    from pipeline.finetune import finetune
+    from pipeline.pretrain import pretrain
+
+    paths = Paths(tmp_path / "artifacts")
+    shutil.copytree(zh.root, paths.root)
+    params = zh_params(tiny_params)
+    pretrain(family, params, paths)
+    metrics = finetune(family, params, paths)
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    export = export_family(family, params, paths)
+    assert export["parity"]["max_abs_diff"] <= export["atol"]
+    texts = ["这本书写得非常好，强烈推荐！", "质量太差了，用了两天就坏了。ＯＫ？差评！", "iPhone 15 Pro的电池3000mAh，很好用。",
+             "物流很快，包装完好。" * 120]  # 1,200 characters: past BERT's 128 and XLNet's 512 tokens
+    stdin = "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "predict", str(paths.onnx(family))], input=stdin,
+                          capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    labels = set(read_json(paths.label_map))
+    assert len(rows) == 4 and all(r["label"] in labels and set(r["probabilities"]) == labels for r in rows)
+    assert [r["truncated"] for r in rows] == [False, False, False, True]
