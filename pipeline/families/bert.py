@@ -17,10 +17,12 @@ from pipeline.families import register
 from pipeline.families.base import Family, OnnxSpec
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-# Sentence ends for NSP: `.!?` before whitespace (not "3.5" or "e.g.x"); Chinese/Japanese full-width
-# `。！？；` with or without a space after, kept with any closing quote or bracket; and `!?` directly before
-# a CJK character, as in Chinese typed with ASCII punctuation ("很快!会再买").
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？；])(?![。！？；”’」』）])\s*|(?<=[!?])(?=[\u3400-\u9fff\u3040-\u30ff])")
+# Sentence ends for NSP
+_SENTENCE_END = re.compile("|".join([
+    r"(?<=[.!?])\s+",  # `.!?` before whitespace (not "3.5" or "e.g.x")
+    r"(?<=[。！？；])(?![。！？；”’」』）])\s*",  # full-width ends; not in a run of them or before a closing quote
+    r"(?<=[!?])(?=[\u3400-\u9fff\u3040-\u30ff])",  # ASCII !? right before CJK, as in "很快!会再买"
+]))
 
 
 def _accuracy_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
