@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import click
 
-from pipeline.errors import exit_on_user_error
+from pipeline.cli_base import BilmGroup
 from pipeline.params_cli import params_option, run_with_params, set_option
-
-
-class BilmGroup(click.Group):
-    """The one exit path: a `BilmError` from any command (and its subcommands) is one line and exit code 2."""
-
-    def invoke(self, ctx: click.Context):
-        with exit_on_user_error():
-            return super().invoke(ctx)
 
 
 @click.group(cls=BilmGroup)
@@ -89,8 +81,8 @@ def baseline(params_file: str, overrides: tuple[str, ...]) -> None:
     """TF-IDF + logistic regression reference on the same splits."""
     from pipeline.baseline import tfidf_baseline
 
-    metrics = run_with_params(lambda p: tfidf_baseline(seed=p.data.seed), params_file, overrides)
-    click.echo({k: metrics[k] for k in ("accuracy", "f1_macro")})
+    metrics = run_with_params(lambda p: tfidf_baseline(cfg=p.baseline, seed=p.data.seed), params_file, overrides)
+    click.echo({k: metrics[k] for k in ("analyzer", "C", "accuracy", "f1_macro")})
 
 
 def _register_optional() -> None:

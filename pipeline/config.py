@@ -33,6 +33,7 @@ Int8Method = Literal["dynamic", "static"]
 Precision = Literal["fp16", "int8"]
 Typing = Literal["auto", "weak", "strong"]
 Quantizer = Literal["auto", "ort", "modelopt"]
+Analyzer = Literal["auto", "word", "char", "char_wb", "union"]
 # transformers' SchedulerType values that need no extra arguments
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                     "inverse_sqrt"]
@@ -56,6 +57,17 @@ class DataConfig:
     max_train_samples: int | None = None  # subsample (stratified) after cleaning, for tiny runs
     max_test_samples: int | None = None
     seed: int = 42
+
+
+@dataclass
+class BaselineConfig:
+    """TF-IDF + logistic regression (pipeline/baseline.py)."""
+
+    # auto: the best on validation macro-F1 of word (1-2 word grams), char (character n-grams: text without
+    # spaces, e.g. Chinese), char_wb (character n-grams inside words) and union (word + char)
+    analyzer: Analyzer = "auto"
+    char_ngram_range: list[int] = field(default_factory=lambda: [1, 3])
+    c_grid: list[float] = field(default_factory=lambda: [0.25, 1.0, 4.0, 16.0])  # inverse L2 strength, on validation
 
 
 @dataclass
@@ -229,6 +241,7 @@ class Params:
     # Fixed per machine, so a rerun computes the same sums in the same order
     threads: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
@@ -355,7 +368,9 @@ def resolve(raw: dict[str, Any], overrides: list[dict[str, Any]] | None = None,
     merged = dict(raw or {})
     for override in overrides or []:  # an override may select the preset, so look at them first
         merged = _deep_merge(merged, override)
-    merged = _deep_merge(raw or {}, load_preset(params_file, merged.get("preset", Params.preset)))
+    # a params file that names no preset takes none (the defaults are the small preset)
+    preset = load_preset(params_file, merged["preset"]) if "preset" in merged else {}
+    merged = _deep_merge(raw or {}, preset)
     for override in overrides or []:
         merged = _deep_merge(merged, override)
     return build(Params, merged)

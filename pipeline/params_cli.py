@@ -1,9 +1,8 @@
 """The one owner of `--params FILE` / `--set SECTION.KEY=VALUE` and of the CLI's exit path.
 
-Every command that reads params.yaml takes these two options and calls `run_with_params`. Errors are not
-handled here: every command runs inside `pipeline.cli.BilmGroup`, and every stage script inside
-`pipeline.stage.family_stage`, both of which map a `BilmError` to one line and exit code 2
-(`pipeline.errors.exit_on_user_error`). Nothing heavy at import: click only.
+Every command that reads params.yaml takes these two options and calls `run_with_params`. Every command is a
+`pipeline.cli_base.BilmCommand` and every stage script runs in `pipeline.stage`, both of which map a `BilmError`
+to one line and exit code 2 (`pipeline.errors.exit_on_user_error`). Nothing heavy at import: click only.
 """
 from __future__ import annotations
 
@@ -12,6 +11,7 @@ import sys
 from typing import Any, Callable
 
 import click
+
 
 params_option = click.option("--params", "params_file", default="params.yaml", show_default=True,
                              help="params file (presets/ beside it)")

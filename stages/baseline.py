@@ -2,4 +2,4 @@
 from pipeline.baseline import tfidf_baseline
 from pipeline.stage import params_stage
 
-params_stage("baseline", lambda params: tfidf_baseline(seed=params.data.seed))
+params_stage("baseline", lambda params: tfidf_baseline(cfg=params.baseline, seed=params.data.seed))

@@ -222,7 +222,7 @@ def test_cli_export_onnx(bert_model_dir, tmp_path):
 
 def test_cli_export_reports_errors_without_traceback(tmp_path):
     result = CliRunner().invoke(export, ["onnx", str(tmp_path / "missing"), str(tmp_path / "out")])
-    assert result.exit_code == 1 and "does not exist" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "does not exist" in result.output and "Traceback" not in result.output
 
 
 def test_stage_script_exports_paths_model_to_paths_onnx(xlnet_model_dir, tmp_path):

@@ -197,7 +197,7 @@ def test_predict_stdin_jsonl_with_a_bad_line(onnx_dir):
 
 def test_predict_bad_folder_is_a_clean_error(tmp_path):
     result = CliRunner().invoke(predict, [str(tmp_path / "nope"), "text"])
-    assert result.exit_code == 1 and "does not exist" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "does not exist" in result.output and "Traceback" not in result.output
 
 
 # --- without torch -------------------------------------------------------------------------------------

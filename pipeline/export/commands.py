@@ -12,10 +12,12 @@ from pathlib import Path
 
 import click
 
+from pipeline.cli_base import BilmCommand, BilmGroup
+
 PROVIDER_NAMES = ("cpu", "cuda", "tensorrt")
 
 
-@click.group(name="export")
+@click.group(name="export", cls=BilmGroup)
 def export() -> None:
     """Export fine-tuned models for inference."""
 
@@ -71,7 +73,7 @@ def _print_table(results: list[dict]) -> None:
     Console().print(table)
 
 
-@click.command()
+@click.command(cls=BilmCommand)
 @click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("texts", nargs=-1)
 @click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,

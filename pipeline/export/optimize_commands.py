@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.cli_base import BilmCommand
 from pipeline.params_cli import params_option, run_with_params, set_option
 
 VARIANT_NAMES = ("fused", "int8", "int8-dynamic", "int8-static", "fp16")
@@ -30,7 +31,7 @@ _drop = click.option("--max-f1-drop", type=float, default=None,
                      help="points of validation macro-F1 a variant may lose (default: optimize.max_f1_drop)")
 
 
-@click.command()
+@click.command(cls=BilmCommand)
 @click.argument("onnx_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("variants", nargs=-1, type=click.Choice(VARIANT_NAMES))
 @_drop
@@ -43,7 +44,7 @@ def optimize(onnx_dir: Path, variants: tuple[str, ...], max_f1_drop: float | Non
     _run(onnx_dir, variants, params_file, overrides, max_f1_drop)
 
 
-@click.command()
+@click.command(cls=BilmCommand)
 @click.argument("onnx_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--method", type=click.Choice(["dynamic", "static", "family"]), default="family", show_default=True,
               help="INT8 method; family: the family's choice (OnnxSpec.int8_method)")
@@ -63,7 +64,7 @@ def _shape_list(text: str) -> list[tuple[int, int]]:
         raise click.BadParameter(f"{text!r}: write BATCHxSEQ cells separated by commas, e.g. 1x128,64x512") from None
 
 
-@click.command()
+@click.command(cls=BilmCommand)
 @click.option("--families", default="bert,xlnet", show_default=True)
 @click.option("--preset", "presets", multiple=True, default=("small", "base"), show_default=True,
               help="model shapes (params.yaml presets): trained models for the active preset where exported, "

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from pipeline.cli_base import BilmCommand
+
 
 def _triple(text: str | None, option: str) -> tuple[int, int, int] | None:
     if text is None:
@@ -37,7 +39,7 @@ def _engine_config(params_file: Path, overrides: tuple[str, ...], precisions: tu
     return cfg
 
 
-@click.command(name="trt")
+@click.command(cls=BilmCommand, name="trt")
 @click.argument("onnx_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp16", "int8"]),

@@ -18,7 +18,12 @@ from pipeline.families.base import Family, OnnxSpec
 from pipeline.families._vocab import continuing_subwords
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# Sentence ends for NSP
+_SENTENCE_END = re.compile("|".join([
+    r"(?<=[.!?])\s+",  # `.!?` before whitespace (not "3.5" or "e.g.x")
+    r"(?<=[。！？；])(?![。！？；”’」』）])\s*",  # full-width ends; not in a run of them or before a closing quote
+    r"(?<=[!?])(?=[\u3400-\u9fff\u3040-\u30ff])",  # ASCII !? right before CJK, as in "很快!会再买"
+]))
 
 
 def _accuracy_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,17 +10,25 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from tokenizers import trainers
+from tokenizers import Regex, pre_tokenizers, trainers
 from transformers import (DataCollatorForPermutationLanguageModeling, XLNetConfig, XLNetForSequenceClassification,
                           XLNetLMHeadModel, XLNetTokenizer)
 
-from pipeline.config import ModelConfig, PretrainConfig, TokenizerConfig
+from pipeline.config import ConfigError, ModelConfig, PretrainConfig, TokenizerConfig
 from pipeline.families import register
 from pipeline.families.base import Family, OnnxSpec
 from pipeline.families._vocab import sorted_unigram_vocab
 
 # <unk> first: XLNetTokenizer's unk_id defaults to 0
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>"]
+# Training only: no piece may cross punctuation, a digit run or the edge of a Han/kana run (with its "▁"),
+# as SentencePiece's split_by_unicode_script / split_by_number keep them. Without these, unsegmented Chinese
+# (one space-free "word" per clause) fills the vocabulary with clause-long pieces such as "非常好,强烈".
+# The saved tokenizer keeps XLNetTokenizer's own pipeline, which from_pretrained rebuilds anyway: the
+# vocabulary then holds no piece across those edges, so the Viterbi segmentation stops at them.
+_TRAINING_SPLITS = [pre_tokenizers.Split(Regex(r"▁?[\p{Han}\p{Hiragana}\p{Katakana}ー]+"), "isolated"),
+                    pre_tokenizers.Punctuation("isolated"), pre_tokenizers.Digits(individual_digits=False)]
+MAX_PIECE_LENGTH = 16  # characters; SentencePiece's default
 
 
 class XLNetLMHeadModelAtTargets(XLNetLMHeadModel):
@@ -83,8 +91,11 @@ class XLNet(Family):
         # Train a Unigram model inside XLNetTokenizer's own normalizer and Metaspace pre-tokenizer, then
         # hand its pieces and scores back to XLNetTokenizer, which adds `A <sep> <cls>` and left padding.
         backend = XLNetTokenizer(do_lower_case=cfg.lowercase).backend_tokenizer
+        _check_vocab_covers_characters(backend, corpus, cfg.vocab_size)
+        backend.pre_tokenizer = pre_tokenizers.Sequence([backend.pre_tokenizer, *_TRAINING_SPLITS])
         trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS,
-                                          unk_token="<unk>", show_progress=False)
+                                          unk_token="<unk>", max_piece_length=MAX_PIECE_LENGTH,
+                                          show_progress=False)
         backend.train([str(p) for p in corpus], trainer)
         trained = [tuple(piece) for piece in json.loads(backend.to_str())["model"]["vocab"]]
         vocab = sorted_unigram_vocab(trained, len(SPECIAL_TOKENS))
@@ -143,6 +154,24 @@ class XLNet(Family):
         with _export_globals(), _input_mask_from_attention_mask(model.base_model), \
                 _fast_relative_attention(model.base_model):
             yield
+
+
+def _check_vocab_covers_characters(backend, corpus: list[Path], vocab_size: int) -> None:
+    """Unigram keeps every character of the corpus as a piece: a vocabulary smaller than the character set
+    (a tiny vocab on Chinese: thousands of characters) cannot be trained. Say so before training."""
+    chars: set[str] = set()
+    for path in corpus:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                chars.update(backend.normalizer.normalize_str(line))
+    chars -= {" ", "\n", "\t", "\r"}  # spaces become the one "▁" piece
+    needed = len(chars) + 1 + len(SPECIAL_TOKENS)
+    if vocab_size < needed:
+        raise ConfigError(
+            f"tokenizer.vocab_size={vocab_size} is too small for XLNet's Unigram tokenizer on this corpus: it keeps "
+            f"each of its {len(chars)} distinct characters as a piece, so it needs at least {needed}. Text without "
+            f"spaces (Chinese, Japanese) wants several times its character count: set tokenizer.vocab_size to "
+            f"{max(2 * needed, 1000)} or more (e.g. --set tokenizer.vocab_size={max(2 * needed, 1000)}).")
 
 
 # --- ONNX export patches ---------------------------------------------------------------------------------

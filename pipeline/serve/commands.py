@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from pipeline.cli_base import BilmCommand
+
 from pipeline.errors import exit_on_user_error
 
 folders_argument = click.argument("model_dirs", nargs=-1, required=True,
@@ -21,7 +23,7 @@ def _int_list(ctx, param, value: str) -> list[int]:  # noqa: ARG001
     return out
 
 
-@click.command()
+@click.command(cls=BilmCommand)
 @folders_argument
 @click.option("--model-name", "names", multiple=True, help="Triton model name, once per folder (default: folder name).")
 @click.option("--http-port", type=int, default=8000, show_default=True)
@@ -55,7 +57,7 @@ def serve(model_dirs: tuple[Path, ...], names: tuple[str, ...], **kwargs) -> Non
         run(list(model_dirs), options, on_ready=ready)
 
 
-@click.command(name="triton")
+@click.command(cls=BilmCommand, name="triton")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model-name", "names", multiple=True, help="Name prefix, once per folder (default: folder name).")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=64, show_default=True)
@@ -81,7 +83,7 @@ def export_triton(paths: tuple[Path, ...], names, max_batch_size, instances, kin
         click.echo(f"{paths[-1]}/{name}")
 
 
-@click.command()
+@click.command(cls=BilmCommand)
 @click.argument("url")
 @click.argument("model")
 @click.option("--concurrency", default="1,4,16,64", show_default=True, callback=_int_list)
