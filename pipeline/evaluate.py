@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.config import EvaluateConfig, Params
-from pipeline.io import read_json, write_json
+from pipeline.io import read_json, read_jsonl, write_json
 from pipeline.metrics import prediction_rows
 from pipeline.paths import Paths
 from pipeline.runtime.base import Predictor, length_batches
@@ -315,13 +315,22 @@ def baseline_row(paths: Paths) -> dict:
     return {"status": "ok", **read_json(path)}
 
 
+def baseline_predictions(paths: Paths) -> list[str] | None:
+    """The TF-IDF baseline's predicted label per test text (test-split order), where its stage kept them."""
+    path = paths.metrics("baseline") / "predictions.jsonl"
+    return [str(row["predicted"]) for row in read_jsonl(path)] if path.is_file() else None
+
+
 def _stat_kwargs(cfg: EvaluateConfig) -> dict:
     return {"samples": cfg.bootstrap_samples, "seed": cfg.seed, "confidence": cfg.confidence,
             "exact_below": cfg.mcnemar_exact_below}
 
 
-def statistics(rows: list[Row], test: TestSplit, families: list[str], cfg: EvaluateConfig) -> dict:
-    """Family vs family (their PyTorch rows: the models themselves) and each backend vs its fp32 ONNX source."""
+def statistics(rows: list[Row], test: TestSplit, families: list[str], cfg: EvaluateConfig,
+               baseline_predicted: list[str] | None = None) -> dict:
+    """Paired statistics on the test split: family vs family (their PyTorch rows: the models themselves), each
+    family vs its random-init ablation and vs the TF-IDF baseline (its per-text predictions, where the
+    baseline stage kept them), and each backend vs its fp32 ONNX source."""
     from pipeline.stats import compare
 
     labels = sorted(set(test.labels))
@@ -329,6 +338,8 @@ def statistics(rows: list[Row], test: TestSplit, families: list[str], cfg: Evalu
     y_true = np.array([index[label] for label in test.labels])
     ok = {(r.backend.model, r.backend.name): np.array([index[p] for p in r.predicted])
           for r in rows if r.status == "ok"}
+    if baseline_predicted is not None and len(baseline_predicted) == len(test.labels):
+        ok[(BASELINE, "sklearn")] = np.array([index[p] for p in baseline_predicted])
     ids = list(range(len(labels)))
 
     def pair(a: tuple[str, str], b: tuple[str, str]) -> dict:
@@ -338,6 +349,9 @@ def statistics(rows: list[Row], test: TestSplit, families: list[str], cfg: Evalu
         return {"status": "ok", **compare(y_true, ok[a], ok[b], ids, **_stat_kwargs(cfg))}
 
     out: dict = {f"{a}_vs_{b}": pair((a, REFERENCE), (b, REFERENCE)) for a, b in combinations(families, 2)}
+    for f in families:
+        out[f"{f}_vs_{f}-random-init"] = pair((f, REFERENCE), (f"{f}-random-init", REFERENCE))
+        out[f"{f}_vs_{BASELINE}"] = pair((f, REFERENCE), (BASELINE, "sklearn"))
     out["vs_onnx_fp32"] = {f: {r.backend.name: pair((f, r.backend.name), (f, SOURCE)) for r in rows
                                if r.backend.model == f and r.backend.name != SOURCE and r.status == "ok"}
                            for f in families}
@@ -435,7 +449,7 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
         log.info("%s: %s", backend.key, f"skipped: {backend.skip}" if backend.skip else "running")
         rows.append(run_backend(backend, test, cfg))
     add_agreement(rows)
-    stats = statistics(rows, test, params.families, cfg)
+    stats = statistics(rows, test, params.families, cfg, baseline_predictions(paths))
     return write_outputs(paths.evaluation, rows, test, baseline_row(paths), stats, environment(cfg))
 
 

@@ -9,7 +9,7 @@ import csv
 import math
 from pathlib import Path
 
-from pipeline.io import atomic_dir, read_json
+from pipeline.io import MissingInputError, atomic_dir, read_json
 from pipeline.paths import Paths
 
 ALPHA = 0.05  # significance level the summary uses for McNemar and the bootstrap CIs' reading
@@ -65,8 +65,10 @@ def latency_table(latency: dict) -> list[str]:
 
 
 def _family_pairs(stats: dict) -> list[tuple[str, dict]]:
-    """("bert_vs_xlnet", result) for each family pair that was compared (PyTorch rows)."""
-    return [(name, s) for name, s in stats.items() if "_vs_" in name and s.get("status") == "ok"]
+    """("bert_vs_xlnet", result) for each family pair that was compared (PyTorch rows); the ablation and baseline
+    pairs are reported with pretraining (_pretraining_lines)."""
+    return [(name, s) for name, s in stats.items() if "_vs_" in name and s.get("status") == "ok"
+            and not any(side.endswith("random-init") or side == "tfidf-baseline" for side in name.split("_vs_"))]
 
 
 def _stat_cells(s: dict) -> list:
@@ -180,26 +182,37 @@ def summary_lines(quality: dict, latency: dict, stats: dict) -> list[str]:
     lines.append("- **backends vs their fp32 ONNX source**: " + (
         f"significant change (McNemar p < {ALPHA}) for {', '.join(changed)}" if changed
         else f"no backend changed the predictions significantly (all McNemar p ≥ {ALPHA})"))
-    lines += _pretraining_lines(quality)
+    lines += _pretraining_lines(quality, stats)
     lines.append(f"- **recommendation**: {recommendation(quality, latency, stats)}")
     return lines
 
 
-def _pretraining_lines(quality: dict) -> list[str]:
-    lines = []
+def _pretraining_lines(quality: dict, stats: dict | None = None) -> list[str]:
+    """Each family against its random-init ablation and the TF-IDF baseline, with the paired CI where the
+    evaluate stage computed one."""
+    lines, stats = [], stats or {}
     base = quality.get("tfidf-baseline", {}).get("sklearn", {})
     for model, rows in quality.items():
         if model.endswith("-random-init") or model == "tfidf-baseline":
             continue
         ablation = quality.get(f"{model}-random-init", {}).get("pytorch", {})
         row = rows.get("pytorch", {})
-        if row.get("status") == "ok" and ablation.get("status") == "ok":
-            lines.append(f"- **pretraining ({model})**: accuracy {row['accuracy']:.3f} vs {ablation['accuracy']:.3f} "
-                         f"without pretraining ({100 * (row['accuracy'] - ablation['accuracy']):+.1f} pts)")
-        if row.get("status") == "ok" and base.get("status") == "ok":
-            lines.append(f"- **{model} vs TF-IDF baseline**: accuracy {row['accuracy']:.3f} vs {base['accuracy']:.3f} "
-                         f"(no CI: the baseline stage keeps no per-text predictions)")
+        for other, label in ((ablation, "random init (no pretraining)"), (base, _baseline_name(base))):
+            if row.get("status") != "ok" or other.get("status") != "ok":
+                continue
+            key = f"{model}_vs_{model}-random-init" if other is ablation else f"{model}_vs_tfidf-baseline"
+            paired = stats.get(key, {})
+            detail = (_pair_sentence(key, paired, "accuracy") if paired.get("status") == "ok"
+                      else f"accuracy {row['accuracy']:.3f} vs {other['accuracy']:.3f} (no per-text predictions: no CI)")
+            lines.append(f"- **{model} vs {label}**: {detail}")
     return lines
+
+
+def _baseline_name(base: dict) -> str:
+    """The TF-IDF baseline with the analyzer and C its stage picked on validation."""
+    if base.get("analyzer"):
+        return f"TF-IDF baseline ({base['analyzer']} analyzer, C = {base['C']:g})"
+    return "TF-IDF baseline"
 
 
 # --- plots (matplotlib, Agg) ---------------------------------------------------------------------------
@@ -404,7 +417,7 @@ def write_report(families: list[str], paths: Paths = Paths()) -> Path:
     names = ("quality", "latency", "stats", "environment")
     missing = [n for n in names if not (paths.evaluation / f"{n}.json").is_file()]
     if missing:
-        raise FileNotFoundError(f"{paths.evaluation} lacks {', '.join(f'{n}.json' for n in missing)}; run the "
+        raise MissingInputError(f"{paths.evaluation} lacks {', '.join(f'{n}.json' for n in missing)}; run the "
                                 f"evaluate stage first (`dvc repro evaluate` or `bilm evaluate`)")
     ev = {n: read_json(paths.evaluation / f"{n}.json") for n in names}
     with atomic_dir(paths.report) as tmp:

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import (BertConfig, BertForPreTraining, BertForSequenceClassification, BertTokenizer,
                           DataCollatorForLanguageModeling)
 
-from pipeline.config import ModelConfig, PretrainConfig, TokenizerConfig
+from pipeline.config import ConfigError, ModelConfig, PretrainConfig, TokenizerConfig
 from pipeline.families import register
 from pipeline.families.base import Family, OnnxSpec
 from pipeline.families._vocab import continuing_subwords
@@ -127,10 +127,10 @@ class Bert(Family):
             sentences = _split_sentences(text)
             if sentences:
                 ids = tokenizer(sentences, add_special_tokens=False)["input_ids"]
-                if (segs := _segments(ids, rng)) is not None:
+                if _segments(ids, rng) is not None:  # a document that cannot split is no NSP source
                     docs.append(ids)
         if len(docs) < 2:
-            raise ValueError("NSP needs at least two documents with two or more tokens each")
+            raise ConfigError("NSP needs at least two documents with two or more tokens each: use more data (data.max_train_samples)")
         examples = []
         while len(examples) < n_examples:
             for i in rng.sample(range(len(docs)), len(docs)):

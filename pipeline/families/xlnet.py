@@ -122,7 +122,7 @@ class XLNet(Family):
         """Documents joined by <eod> and packed into blocks of `max_seq_length - 2` tokens + `<sep> <cls>`:
         no padding, and the classifier's layout (summary token last) is seen in pretraining too."""
         if cfg.max_seq_length % 2:
-            raise ValueError(f"pretrain.max_seq_length={cfg.max_seq_length} must be even for XLNet: the "
+            raise ConfigError(f"pretrain.max_seq_length={cfg.max_seq_length} must be even for XLNet: the "
                              f"permutation collator builds a leakage-free perm_mask only for even lengths")
         rng = random.Random(seed)
         stream: list[int] = []
@@ -130,7 +130,7 @@ class XLNet(Family):
             stream += ids + [tokenizer.convert_tokens_to_ids("<eod>")]
         body = cfg.max_seq_length - 2
         if len(stream) < body:
-            raise ValueError(f"the corpus has {len(stream)} tokens, fewer than one block of {body}")
+            raise ConfigError(f"the corpus has {len(stream)} tokens, fewer than one block of {body}")
         tail = [tokenizer.sep_token_id, tokenizer.cls_token_id]
         examples = []
         while len(examples) < n_examples:  # each pass starts at a new offset, so blocks differ
