@@ -130,7 +130,8 @@ class Bert(Family):
                 if _segments(ids, rng) is not None:  # a document that cannot split is no NSP source
                     docs.append(ids)
         if len(docs) < 2:
-            raise ConfigError("NSP needs at least two documents with two or more tokens each: use more data (data.max_train_samples)")
+            raise ConfigError("NSP needs at least two documents with two or more tokens each: give it more data "
+                              "(data.max_train_samples)")
         examples = []
         while len(examples) < n_examples:
             for i in rng.sample(range(len(docs)), len(docs)):
