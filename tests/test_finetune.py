@@ -103,3 +103,19 @@ def test_reinit_top_layers_touches_only_the_top(prepared, tiny_params, family_na
     assert changed and all(top in k or "pooler" in k for k in changed)
     assert any(top in k and k.endswith("weight") for k in changed)
     assert ("bert.pooler.dense.weight" in changed) == (family_name == "bert")
+
+
+@pytest.mark.parametrize("scheduler", ["linear", "constant"])
+def test_lr_scheduler_type_shapes_the_logged_learning_rate(workdir, tiny_params, scheduler):
+    """finetune.lr_scheduler_type reaches the Trainer: constant keeps the rate after warmup, linear decays it."""
+    cfg = dataclasses.replace(tiny_params.finetune, lr_scheduler_type=scheduler, warmup_ratio=0.0, logging_steps=1,
+                              num_train_epochs=2.0)
+    finetune("bert", dataclasses.replace(tiny_params, finetune=cfg), workdir, ablation=True)
+    curve = workdir.metrics("finetune_random_init", "bert") / "plots" / "metrics" / "train" / "learning_rate.tsv"
+    with curve.open() as fh:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(fh, delimiter="\t")]
+    assert len(rates) >= 4
+    if scheduler == "constant":
+        assert rates == [cfg.learning_rate] * len(rates)
+    else:
+        assert rates == sorted(rates, reverse=True) and rates[-1] < 0.5 * cfg.learning_rate
