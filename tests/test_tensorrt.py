@@ -385,6 +385,7 @@ def test_stage_script_exits_zero_without_cuda(bert_onnx_dir, tmp_path):
     paths = _stage_root(bert_onnx_dir, "bert", tmp_path)  # tmp_path/artifacts, as `dvc repro` would see it
     params = (REPO / "params.yaml").read_text().replace("\npreset: small", "\npreset: tiny")
     (tmp_path / "params.yaml").write_text(params)
+    shutil.copytree(REPO / "presets", tmp_path / "presets")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("BILM_ARTIFACTS", None)
     done = subprocess.run([sys.executable, str(REPO / "stages/engine.py"), "bert"], cwd=tmp_path, env=env,
