@@ -195,23 +195,15 @@ def _corpus_texts(n: int = 2000) -> list[str]:
 
 def build_random_folder(family_name: str, params, workdir: Path) -> tuple[Path, Path]:
     """(model folder, fp32 ONNX folder) of a random-weight classifier of `params`' shape, built once."""
-    import torch
-
     from pipeline.export.onnx import export_onnx
-    from pipeline.families import get_family
+    from pipeline.random_model import save_random_classifier
 
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir, onnx_dir = workdir / f"{family_name}-model", workdir / family_name
     if not (onnx_dir / "export.json").is_file():
-        family = get_family(family_name)
         corpus = workdir / "corpus.txt"
         corpus.write_text("\n".join(_corpus_texts()) + "\n", encoding="utf-8")
-        tokenizer = family.train_tokenizer([corpus], params.tokenizer)
-        labels = {0: "great", 1: "other"}
-        config = family.build_config(params.model, tokenizer, id2label=labels, label2id={v: k for k, v in labels.items()})
-        torch.manual_seed(0)
-        family.classifier_class(config).save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
+        save_random_classifier(family_name, params.model, corpus, model_dir, params.tokenizer)
         export_onnx(model_dir, onnx_dir, texts=_corpus_texts(60))
     return model_dir, onnx_dir
 

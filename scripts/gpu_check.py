@@ -169,24 +169,15 @@ def base_params():
 
 def build_model(family_name: str, work: Path, texts: list[str]) -> Path:
     """A random-weight classifier of the base preset's shape + its trained tokenizer, saved like finetune."""
-    import torch
-
-    from pipeline.families import get_family
+    from pipeline.random_model import save_random_classifier
 
     out = work / f"{family_name}-base-model"
     if (out / "config.json").is_file():
         return out
-    params, family = base_params(), get_family(family_name)
+    params = base_params()
     corpus = work / "corpus.txt"
     corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    tokenizer = family.train_tokenizer([corpus], params.tokenizer)
-    labels = {0: "great", 1: "other"}
-    model_config = family.build_config(params.model, tokenizer, id2label=labels,
-                                       label2id={v: k for k, v in labels.items()})
-    torch.manual_seed(0)
-    family.classifier_class(model_config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_random_classifier(family_name, params.model, corpus, out, params.tokenizer)
 
 
 def step_models(result: dict[str, Any], work: Path) -> None:

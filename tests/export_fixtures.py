@@ -29,7 +29,7 @@ def _root(factory: pytest.TempPathFactory) -> Path:
 
 def build_model_dir(family_name: str, factory: pytest.TempPathFactory, classifier: bool = True) -> Path:
     """A saved model folder (classifier, or the family's pretraining model when classifier=False)."""
-    from pipeline.config import ModelConfig
+    from pipeline.config import ModelConfig, TokenizerConfig
     from pipeline.random_model import save_random_classifier
 
     key = f"{family_name}-{'cls' if classifier else 'pre'}"
@@ -37,7 +37,7 @@ def build_model_dir(family_name: str, factory: pytest.TempPathFactory, classifie
         root = _root(factory)
         shape = ModelConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                             max_position_embeddings=256)
-        _CACHE[key] = save_random_classifier(family_name, shape, root / "corpus.txt", root / key, vocab_size=500,
+        _CACHE[key] = save_random_classifier(family_name, shape, root / "corpus.txt", root / key, TokenizerConfig(vocab_size=500),
                                              classifier=classifier)
     return _CACHE[key]
 
