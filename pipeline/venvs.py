@@ -21,9 +21,25 @@ def active_site_dirs() -> list[str]:
     return list(dict.fromkeys(str(Path(d).resolve()) for d in dirs))
 
 
+PTH = "zz-bilm-active-env.pth"  # zz: processed after the venv's own .pth files
+
+
+def _pth_text() -> str:
+    return "\n".join(f"import site; site.addsitedir({d!r})" for d in active_site_dirs()) + "\n"
+
+
+def _own_site(venv: Path) -> Path:
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    own = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True)
+    return Path(own.stdout.strip())
+
+
 def inherit_active_env(venv: Path) -> None:
     """Make `venv` see the active site dirs after its own (a .pth file in its site-packages)."""
-    own = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    lines = [f"import site; site.addsitedir({d!r})" for d in active_site_dirs()]
-    (Path(own) / "zz-bilm-active-env.pth").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (_own_site(venv) / PTH).write_text(_pth_text(), encoding="utf-8")
+
+
+def inherits_active_env(site_packages: Path) -> bool:
+    """Whether a venv (its site-packages folder) was made to see the environment that runs this code."""
+    path = site_packages / PTH
+    return path.is_file() and path.read_text(encoding="utf-8") == _pth_text()

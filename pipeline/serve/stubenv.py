@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from pipeline.serve.contract import ServeError
-from pipeline.venvs import inherit_active_env
+from pipeline.venvs import inherit_active_env, inherits_active_env
 
 STUB_REQUIREMENTS = ["numpy>=1.21,<2", "pyzmq>=23"]
 CREATE = "python -m pipeline.serve.stubenv"
@@ -35,6 +35,9 @@ def stub_env_problem(env: Path | None = None) -> str | None:
         return (f"numpy {_numpy_version()} is installed, and the Triton Python-backend stub that PyTriton ships "
                 f"garbles numpy 2 arrays; it runs in its own environment with numpy 1, which {env} does not hold "
                 f"for {version} yet: create it once with `{CREATE}`")
+    if not inherits_active_env(env / "lib" / version / "site-packages"):
+        return (f"the Triton Python-backend stub environment {env} was made for another Python environment than "
+                f"this one ({sys.prefix}); make it again with `{CREATE}`")
     return None
 
 
