@@ -1,4 +1,4 @@
-"""The one owner of `--params FILE` / `--set SECTION.KEY=VALUE` and of the CLI's exit path.
+"""The one owner of `--params FILE` / `--set SECTION.KEY=VALUE` (the exit path is pipeline/cli_base.py).
 
 Every command that reads params.yaml takes these two options and calls `run_with_params`. Every command is a
 `pipeline.cli_base.BilmCommand` and every stage script runs in `pipeline.stage`, both of which map a `BilmError`
