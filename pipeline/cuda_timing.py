@@ -93,3 +93,11 @@ def time_forward(model, feed: dict, iterations: int, warmup: int) -> list[float]
             return call()
         return cuda_event_times(step, iterations, warmup)
     return cuda_event_times(call, iterations, warmup)
+
+
+def synthetic_batch(batch: int, seq: int, vocab: int) -> dict[str, "np.ndarray"]:
+    """Random token ids (seeded by the shape) with a full attention mask: latency needs shapes, not text."""
+    import numpy as np
+
+    ids = np.random.default_rng(seq * 1000 + batch).integers(10, vocab, (batch, seq), dtype=np.int64)
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}

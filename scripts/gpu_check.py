@@ -216,8 +216,8 @@ def _time_variant(result: dict[str, Any], folder: Path, variant: str) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from pipeline.bench import _stats, synthetic_batch
-    from pipeline.cuda_timing import prepare_variant, time_forward
+    from pipeline.bench import _stats
+    from pipeline.cuda_timing import prepare_variant, synthetic_batch, time_forward
 
     model = AutoModelForSequenceClassification.from_pretrained(folder).to("cuda")
     vocab, runner = model.config.vocab_size, prepare_variant(model, variant)

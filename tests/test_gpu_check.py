@@ -138,7 +138,7 @@ def test_cuda_variants_give_the_eager_fp32_logits(model_dir):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from pipeline.bench import synthetic_batch
+    from pipeline.cuda_timing import synthetic_batch
     from pipeline.cuda_timing import VARIANTS, time_forward
 
     for variant in VARIANTS:
@@ -151,3 +151,19 @@ def test_cuda_variants_give_the_eager_fp32_logits(model_dir):
                 got = runner(**feed).logits.float().clone()
             assert torch.allclose(got, expected, atol=0.05, rtol=0.05), (variant, batch, seq)
             assert len(time_forward(runner, feed, 5, 2)) == 5
+
+
+@pytest.mark.parametrize("path", ["scripts/gpu_check.py", "tests/test_gpu_check.py", "tests/test_tensorrt.py"])
+def test_every_pipeline_name_the_gpu_code_imports_exists(path):
+    """The GPU code runs only on a lent GPU: a name it imports from pipeline/ that a refactor removed would
+    surface there, at device time. Import every such name here instead."""
+    import ast
+    import importlib
+
+    missing = []
+    for node in ast.walk(ast.parse((Path(__file__).parents[1] / path).read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline"):
+            module = importlib.import_module(node.module)
+            missing += [f"{node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)
+                        and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+    assert not missing, f"{path} imports names that do not exist: {missing}"
