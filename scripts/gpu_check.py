@@ -230,7 +230,7 @@ def _time_variant(result: dict[str, Any], folder: Path, variant: str) -> None:
 def _print_rows(result: dict[str, Any]) -> None:
     for key, row in result.get("rows", {}).items():
         if isinstance(row, dict) and "p50_ms" in row:
-            print(f"  {result.get('family', ''):6s} {key:42s} p50 {row['p50_ms']:8.3f} ms  p90 {row['p90_ms']:8.3f} ms",
+            print(f"  {result.get('family', ''):6s} {key:42s} p50 {row['p50_ms']:8.3f} ms  min {row['min_ms']:8.3f} ms",
                   flush=True)
 
 

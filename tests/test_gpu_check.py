@@ -167,3 +167,11 @@ def test_every_pipeline_name_the_gpu_code_imports_exists(path):
             missing += [f"{node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)
                         and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
     assert not missing, f"{path} imports names that do not exist: {missing}"
+
+
+def test_rows_print_from_the_timing_stats(capsys):
+    """The torch step prints the rows bench._stats makes (a key it lacked once failed the GPU run)."""
+    from pipeline.bench import _stats
+
+    gpu_check._print_rows({"family": "bert", "rows": {"pytorch-cuda-fp16/1x128": _stats([0.001, 0.002, 0.003], 1)}})
+    assert "p50    2.000 ms" in capsys.readouterr().out
