@@ -18,10 +18,10 @@ def main() -> None:
 @params_option
 @set_option
 def prepare(params_file: str, overrides: tuple[str, ...]) -> None:
-    """Load, clean and split the dataset; write artifacts/data."""
+    """Load, clean and split the dataset; write artifacts/data and the pretraining corpus (pretrain.corpus)."""
     from pipeline.data import prepare as run
 
-    stats = run_with_params(lambda p: run(p.data), params_file, overrides)
+    stats = run_with_params(lambda p: run(p.data, corpus=p.pretrain.corpus), params_file, overrides)
     click.echo({k: v for k, v in stats.items() if k in ("train", "validation", "test")})
 
 

@@ -13,6 +13,7 @@ nothing in a `small` run.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ Precision = Literal["fp16", "int8"]
 Typing = Literal["auto", "weak", "strong"]
 Quantizer = Literal["auto", "ort", "modelopt"]
 Analyzer = Literal["auto", "word", "char", "char_wb", "union"]
+LayerNorm = Literal["post", "pre"]
 # transformers' SchedulerType values that need no extra arguments
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                     "inverse_sqrt"]
@@ -88,6 +90,10 @@ class ModelConfig:
     intermediate_size: int = 512
     max_position_embeddings: int = 512
     dropout: float = 0.1
+    # family -> where each layer's LayerNorm sits: "post" (the original BERT/XLNet: after the residual add) or
+    # "pre" (before each sublayer, plus one final LayerNorm: trains without post-LN's warmup fragility, Xiong et al.
+    # 2020). Families not listed are post-LN; a family that has no pre-LN model says so when it builds its config
+    layer_norm: dict[str, LayerNorm] = field(default_factory=lambda: {"bert": "pre"})
 
 
 @dataclass
@@ -96,6 +102,8 @@ class TrainConfig:
 
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
+    adam_beta2: float = 0.999  # AdamW's second-moment decay
+    adam_epsilon: float = 1e-8
     warmup_ratio: float = 0.06
     lr_scheduler_type: Scheduler = "linear"
     per_device_train_batch_size: int = 32
@@ -121,6 +129,16 @@ class PretrainConfig(TrainConfig):
     plm_probability: float = 1 / 6
     max_span_length: int = 5
     eval_max_batches: int = 20  # held-out batches for MLM/NSP/PLM accuracy
+    # dropout while pretraining (None: model.dropout). Few-epoch pretraining underfits, so dropout only slows
+    # it (Cramming, Geiping & Goldstein 2022); fine-tuning gets model.dropout back
+    dropout: float | None = 0.0
+    nsp_weight: float = 1.0  # BERT: weight of the NSP loss next to MLM's
+    # the unlabelled text: "train" (the train split's texts, labels unused; validation is the held-out set), or a
+    # text file (one document per line), a folder of .txt files, or a hub dataset id. Test texts never enter it
+    corpus: str = "train"
+    # "scratch": new weights and this family's trained tokenizer; else a from_pretrained source (folder or hub id)
+    # whose pretraining continues on the corpus with the checkpoint's own tokenizer
+    init: str = "scratch"
 
 
 @dataclass
@@ -255,6 +273,9 @@ class Params:
         return dataclasses.asdict(self)
 
 
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
@@ -295,6 +316,8 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
         return build(tp, value, where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads `1e-6` (no dot) as a string; the user meant the number
     is_bool_mixup = isinstance(value, bool) != (tp is bool)  # YAML `yes` is not a number, 1 not a bool
     if is_bool_mixup or not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")

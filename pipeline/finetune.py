@@ -18,8 +18,9 @@ from pipeline.io import read_json, write_json
 from pipeline.metrics import classification_metrics, prediction_rows
 from pipeline.paths import Paths
 from pipeline.pretrain import ListDataset
-from pipeline.training import (LiveCallback, drop_checkpoints, prepare_checkpoints, save_model_folder, set_threads,
-                               training_args)
+from pipeline.runtime.text import position_limit
+from pipeline.training import (LiveCallback, drop_checkpoints, prepare_checkpoints, resolve_checkpoint,
+                               save_model_folder, set_threads, training_args)
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +35,7 @@ def resolve_init(init: str, family: Family, paths: Paths) -> str | None:
             raise ConfigError(f"finetune.init=pretrained but {source} holds no pretrained model; run "
                               f"`dvc repro pretrain@{family.name}` first, or set finetune.init to random or a path")
         return str(source)
-    looks_local = Path(init).expanduser().exists() or init.startswith((".", "/", "~")) or init.count("/") > 1
-    if looks_local and not (Path(init).expanduser() / "config.json").exists():
-        raise ConfigError(f"finetune.init {init!r}: from_pretrained source does not exist (no config.json "
-                          f"there); give a model folder, a hub id, `pretrained` or `random`")
-    try:
-        model_type = AutoConfig.from_pretrained(init).model_type
-    except OSError as exc:
-        raise ConfigError(f"finetune.init {init!r} could not be loaded ({exc}); check the folder or hub id "
-                          f"(hub ids need a network or a local cache)") from None
-    expected = family.classifier_class.config_class.model_type
-    if model_type != expected:
-        raise ConfigError(f"finetune.init {init!r} is a {model_type!r} checkpoint but family {family.name!r} "
-                          f"needs {expected!r}")
-    return str(Path(init).expanduser()) if looks_local else init
+    return resolve_checkpoint(init, family, "finetune.init", "`pretrained` or `random`")
 
 
 def build_classifier(family: Family, source: str | None, params: Params, paths: Paths, label2id: dict):
@@ -58,11 +46,14 @@ def build_classifier(family: Family, source: str | None, params: Params, paths: 
     if source is None:  # the "no pretraining" ablation: same tokenizer and shape, random weights
         tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer(family.name))
         config = family.build_config(params.model, tokenizer, id2label=id2label, label2id=label2id)
-        model = family.classifier_class(config)
+        model = family.classifier_for(config)(config)
     else:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = family.classifier_class.from_pretrained(source, num_labels=len(label2id), id2label=id2label,
-                                                        label2id=label2id, ignore_mismatched_sizes=True)
+        # model.dropout again: pretraining may have run without it (pretrain.dropout)
+        dropout = {key: params.model.dropout for key in family.dropout_keys}
+        model = family.classifier_for(AutoConfig.from_pretrained(source)).from_pretrained(
+            source, num_labels=len(label2id), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True,
+            **dropout)
     if source is not None and params.finetune.reinit_top_layers is not None:
         _reinit(model, family.top_modules(model, params.finetune.reinit_top_layers), params.finetune.seed)
     _check_max_length(model.config, tokenizer, params.finetune.max_length)
@@ -79,7 +70,7 @@ def _reinit(model, modules: list[torch.nn.Module], seed: int) -> None:
 
 def _check_max_length(config, tokenizer, max_length: int) -> None:
     """finetune.max_length must fit the model's positions; the saved tokenizer gets the model's limit."""
-    positions = getattr(config, "max_position_embeddings", -1)  # XLNet: -1, relative positions
+    positions = position_limit(config.to_dict()) or -1  # XLNet: none, relative positions
     if positions > 0 and max_length > positions:
         raise ConfigError(f"finetune.max_length={max_length} exceeds the model's {positions} position "
                           f"embeddings; set finetune.max_length <= {positions}")

@@ -64,7 +64,7 @@ class TextEncoder:
     @staticmethod
     def _max_length(tok_cfg: dict, config: dict) -> int:
         # the tokenizer's limit, and the model's own position limit where it has one (BERT, not XLNet)
-        limits = [tok_cfg.get("model_max_length"), config.get("max_position_embeddings")]
+        limits = [tok_cfg.get("model_max_length"), position_limit(config)]
         limits = [int(n) for n in limits if isinstance(n, (int, float)) and 0 < n < 10 ** 6]
         return min(limits) if limits else 512
 
@@ -95,3 +95,14 @@ class TextEncoder:
             cols = slice(length - len(item.ids), length) if self.padding_side == "left" else slice(0, len(item.ids))
             ids[row, cols], types[row, cols], mask[row, cols] = item.ids, item.type_ids, 1
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def position_limit(config: dict) -> int | None:
+    """The most tokens a config.json's position table takes: max_position_embeddings, less pad_token_id + 1 for
+    RoBERTa-style models (their position ids start after the padding id); None without one (XLNet: -1)."""
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    if "roberta" in str(config.get("model_type", "")):
+        positions -= int(config.get("pad_token_id") or 0) + 1
+    return positions
