@@ -18,7 +18,7 @@ from pipeline.io import read_json, write_json
 from pipeline.metrics import classification_metrics, prediction_rows
 from pipeline.paths import Paths
 from pipeline.pretrain import ListDataset
-from pipeline.runtime.text import position_limit
+from pipeline.model_limits import position_limit
 from pipeline.training import (LiveCallback, drop_checkpoints, prepare_checkpoints, resolve_checkpoint,
                                save_model_folder, set_threads, training_args)
 

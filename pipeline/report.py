@@ -350,14 +350,29 @@ def _read_optional(path: Path) -> dict:
     return read_json(path) if path.is_file() else {}
 
 
+def _objective_cell(pre: dict) -> str:
+    """Held-out accuracy per objective, each next to what it must beat: the token objective (MLM/PLM) next to
+    always guessing the commonest token, NSP next to chance (0.5) and the TF-IDF cosine probe."""
+    references = {"nsp": ["chance 0.5"] + ([f"TF-IDF probe {pre['probe/nsp_tfidf_cosine_accuracy']:.3f}"]
+                                           if "probe/nsp_tfidf_cosine_accuracy" in pre else [])}
+    cells = []
+    for key, value in sorted(pre.items()):
+        name = key.split("/")[-1].removesuffix("_accuracy")
+        if not key.startswith("heldout/") or not key.endswith("_accuracy") or name == "unigram":
+            continue
+        refs = references.get(name) or ([f"unigram {pre['heldout/unigram_accuracy']:.3f}"]
+                                        if "heldout/unigram_accuracy" in pre else [])
+        cells.append(f"{name} {value:.3f}" + (f" ({'; '.join(refs)})" if refs else ""))
+    return ", ".join(cells)
+
+
 def training_table(paths: Paths, families: list[str]) -> list[str]:
     """Per family: pretraining time, throughput and held-out objective accuracy; fine-tuning seeds."""
     rows = []
     for family in families:
         pre = _read_optional(paths.metrics("pretrain", family) / "summary.json")
         seeds = _read_optional(paths.metrics("seeds") / f"{family}.json")
-        objectives = ", ".join(f"{k.split('/')[1].removesuffix('_accuracy')} {v:.3f}" for k, v in sorted(pre.items())
-                               if k.startswith("heldout/") and k.endswith("_accuracy"))
+        objectives = _objective_cell(pre)
         seed_cell = "; ".join(f"{m} {seeds[m]['mean']:.3f} ± {seeds[m]['sd']:.3f}" for m in ("accuracy", "f1_macro")
                               if m in seeds) + (f" (n={seeds['n']})" if seeds else "")
         rows.append([family, _fmt(pre.get("train_seconds"), 0), _fmt(pre.get("tokens_per_second"), 0),

@@ -70,3 +70,12 @@ def test_pareto_front_keeps_points_nothing_beats():
 def test_report_command_without_an_evaluation_says_what_to_run(tmp_path):
     proc = run_cli("report", "--params", str(REPO / "params.yaml"), cwd=tmp_path)
     assert proc.returncode == 2 and "run the evaluate stage first" in proc.stderr
+
+
+def test_pretraining_accuracy_sits_next_to_what_it_must_beat():
+    from pipeline.report import _objective_cell
+
+    cell = _objective_cell({"heldout/mlm_accuracy": 0.12, "heldout/nsp_accuracy": 0.5, "heldout/unigram_accuracy":
+                            0.055, "probe/nsp_tfidf_cosine_accuracy": 0.68, "heldout/mlm_loss": 5.9})
+    assert cell == "mlm 0.120 (unigram 0.055), nsp 0.500 (chance 0.5; TF-IDF probe 0.680)"
+    assert _objective_cell({"heldout/plm_accuracy": 0.08, "heldout/unigram_accuracy": 0.04}) == "plm 0.080 (unigram 0.040)"

@@ -30,7 +30,7 @@ from pipeline.errors import BilmError
 from pipeline.export.lint import lint_tensorrt
 from pipeline.families import Family, OnnxSpec, family_of_config
 from pipeline.io import atomic_dir, read_jsonl, write_json
-from pipeline.runtime.text import position_limit
+from pipeline.model_limits import position_limit
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import numpy as np
 from pipeline.config import EngineConfig, EngineProfile, EngineTolerance
 from pipeline.export.lint import format_findings, lint_tensorrt
 from pipeline.io import atomic_dir, read_json, write_json
-from pipeline.runtime.text import position_limit
+from pipeline.model_limits import position_limit
 from pipeline.trt_common import (INPUTS, MIN_SEQUENCE, EngineError, Profile, compat_problem,  # noqa: F401
                                  compute_capability, engine_name, pad_columns, pad_to_profile, parse_engine_name,
                                  pick_profile,

@@ -14,6 +14,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from pipeline.errors import BilmError
+from pipeline.model_limits import position_limit
 
 
 class PredictorError(BilmError, RuntimeError):
@@ -96,13 +97,3 @@ class TextEncoder:
             ids[row, cols], types[row, cols], mask[row, cols] = item.ids, item.type_ids, 1
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
-
-def position_limit(config: dict) -> int | None:
-    """The most tokens a config.json's position table takes: max_position_embeddings, less pad_token_id + 1 for
-    RoBERTa-style models (their position ids start after the padding id); None without one (XLNet: -1)."""
-    positions = config.get("max_position_embeddings")
-    if not isinstance(positions, int) or positions <= 0:
-        return None
-    if "roberta" in str(config.get("model_type", "")):
-        positions -= int(config.get("pad_token_id") or 0) + 1
-    return positions
