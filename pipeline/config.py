@@ -146,6 +146,9 @@ class FinetuneConfig(TrainConfig):
     # "pretrained": this family's pretrain stage output; "random": no pretraining (the ablation);
     # anything else: a from_pretrained source (local folder or hub id).
     init: str = "pretrained"
+    # the ablation stage's start: "random" (the "no pretraining" row), or a from_pretrained source: with
+    # pretrain.init set to a checkpoint, that checkpoint as it is shows what continued pretraining added
+    ablation_init: str = "random"
     learning_rate: float = 2e-4
     num_train_epochs: float = 6.0
     max_length: int = 256

@@ -132,11 +132,11 @@ def _make_trainer(family_name: str, params: Params, paths: Paths, stage: str, in
 
 def finetune(family_name: str, params: Params, paths: Paths = Paths(), ablation: bool = False,
              seed_run: bool = False) -> dict:
-    """Fine-tune and test one classifier. `ablation`: random init; `seed_run`: a repeat with
+    """Fine-tune and test one classifier. `ablation`: from finetune.ablation_init; `seed_run`: a repeat with
     `finetune.seed`, written under artifacts/seeds/ so the main model stays as it is."""
     family, cfg = get_family(family_name), params.finetune
     set_threads(params.threads)
-    init = "random" if ablation else cfg.init
+    init = cfg.ablation_init if ablation else cfg.init
     source = resolve_init(init, family, paths)
     label2id = read_json(paths.label_map)
     id2label = {i: label for label, i in label2id.items()}

