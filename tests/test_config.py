@@ -35,7 +35,7 @@ def test_params_yaml_holds_every_key_with_the_dataclass_default():
 
 def test_repo_params_load_for_every_preset():
     presets = sorted(p.stem for p in (REPO / "presets").glob("*.yaml"))
-    assert presets == ["base", "small", "tiny"]
+    assert presets == ["base", "checkpoint", "small", "tiny"]
     for preset in presets:
         params = load_params(REPO / "params.yaml", [f"preset={preset}"])
         assert params.preset == preset
