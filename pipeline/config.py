@@ -36,6 +36,7 @@ Typing = Literal["auto", "weak", "strong"]
 Quantizer = Literal["auto", "ort", "modelopt"]
 Analyzer = Literal["auto", "word", "char", "char_wb", "union"]
 LayerNorm = Literal["post", "pre"]
+PositionInit = Literal["random", "sinusoidal"]
 # transformers' SchedulerType values that need no extra arguments
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                     "inverse_sqrt"]
@@ -133,6 +134,10 @@ class PretrainConfig(TrainConfig):
     # it (Cramming, Geiping & Goldstein 2022); fine-tuning gets model.dropout back
     dropout: float | None = 0.0
     nsp_weight: float = 1.0  # BERT: weight of the NSP loss next to MLM's
+    # absolute position embeddings of a new model (BERT): "random" (BERT's N(0, 0.02)) or "sinusoidal" (Vaswani et
+    # al.'s table, scaled to the word embeddings' spread, still trained). From random, a few thousand CPU steps
+    # never learn positions: the model stays a bag of words (see the README's pretraining notes)
+    position_init: PositionInit = "sinusoidal"
     # the unlabelled text: "train" (the train split's texts, labels unused; validation is the held-out set), or a
     # text file (one document per line), a folder of .txt files, or a hub dataset id. Test texts never enter it
     corpus: str = "train"

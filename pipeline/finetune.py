@@ -47,6 +47,7 @@ def build_classifier(family: Family, source: str | None, params: Params, paths: 
         tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer(family.name))
         config = family.build_config(params.model, tokenizer, id2label=id2label, label2id=label2id)
         model = family.classifier_for(config)(config)
+        family.initialize(model, params.pretrain)  # as a new pretraining model starts: only pretraining differs
     else:
         tokenizer = AutoTokenizer.from_pretrained(source)
         # model.dropout again: pretraining may have run without it (pretrain.dropout)

@@ -84,6 +84,7 @@ def pretraining_model(family, params: Params, cfg: PretrainConfig, tokenizer, so
     if source is None:
         shape = params.model if cfg.dropout is None else dataclasses.replace(params.model, dropout=cfg.dropout)
         model = family.pretraining_model(family.build_config(shape, tokenizer))
+        family.initialize(model, cfg)
     else:
         dropout = {} if cfg.dropout is None else {key: cfg.dropout for key in family.dropout_keys}
         model = family.pretraining_class(AutoConfig.from_pretrained(source)).from_pretrained(source, **dropout)

@@ -87,6 +87,11 @@ class Family:
     def weigh_objectives(self, model: torch.nn.Module, cfg: PretrainConfig) -> None:
         """Apply the pretrain section's loss weights to a pretraining model (default: a single objective)."""
 
+    def initialize(self, model: torch.nn.Module, cfg: PretrainConfig) -> None:
+        """What a new model (pretraining from scratch, or the random-init classifier, so that the ablation differs
+        from the pretrained arm by the pretraining alone) gets beyond its class's own initialisation, from the
+        pretrain section. Default: nothing."""
+
     def pretraining_examples(self, texts: list[str], tokenizer, cfg: PretrainConfig, n_examples: int,
                              seed: int) -> list[dict[str, Any]]:
         """Tokenized pretraining examples built from documents, about `n_examples` of them."""

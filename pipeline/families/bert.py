@@ -86,6 +86,16 @@ class PreLNBertForPreTrainingAtMasked(RobertaPreLayerNormForMaskedLM):
                                 self.seq_relationship(out.pooler_output), next_sentence_label, self.nsp_weight)
 
 
+def sinusoidal_positions(positions: int, hidden: int) -> torch.Tensor:
+    """Vaswani et al.'s [positions, hidden] table: sin/cos pairs at geometric wavelengths; entries in [-1, 1]
+    (per-dimension sd 1/sqrt(2): times initializer_range x sqrt(2) it has the word embeddings' sd)."""
+    position = torch.arange(positions, dtype=torch.float32)[:, None]
+    rate = torch.exp(torch.arange(0, hidden, 2, dtype=torch.float32) * (-torch.log(torch.tensor(1e4)) / hidden))
+    table = torch.zeros(positions, hidden)
+    table[:, 0::2], table[:, 1::2] = torch.sin(position * rate), torch.cos(position * rate[: hidden // 2])
+    return table
+
+
 def _split_sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE_END.split(text.strip()) if s]
 
@@ -162,6 +172,12 @@ class Bert(Family):
 
     def weigh_objectives(self, model: torch.nn.Module, cfg: PretrainConfig) -> None:
         model.nsp_weight = cfg.nsp_weight
+
+    def initialize(self, model: torch.nn.Module, cfg: PretrainConfig) -> None:
+        if cfg.position_init == "sinusoidal":
+            table = model.base_model.embeddings.position_embeddings.weight  # [positions, hidden]
+            with torch.no_grad():
+                table.copy_(sinusoidal_positions(*table.shape) * model.config.initializer_range * 2 ** 0.5)
 
     def pretraining_examples(self, texts: list[str], tokenizer, cfg: PretrainConfig, n_examples: int,
                              seed: int) -> list[dict[str, Any]]:
