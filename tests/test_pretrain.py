@@ -239,3 +239,21 @@ def test_xlnet_refuses_pre_layer_norm(tiny_params, prepared):
     shape = dataclasses.replace(tiny_params.model, layer_norm={"xlnet": "pre"})
     with pytest.raises(ConfigError, match="model.layer_norm.xlnet"):
         get_family("xlnet").build_config(shape, tokenizer)
+
+
+@pytest.mark.parametrize("position_init", ["sinusoidal", "random"])
+def test_new_bert_models_start_from_the_position_init(tiny_params, prepared, position_init):
+    """pretrain.position_init reaches both new models: the pretraining one and the random-init classifier."""
+    from pipeline.families.bert import sinusoidal_positions
+    from pipeline.pretrain import pretraining_model
+
+    family, tokenizer = get_family("bert"), AutoTokenizer.from_pretrained(prepared.tokenizer("bert"))
+    params = _pretrain_with(tiny_params, position_init=position_init)
+    config = family.build_config(params.model, tokenizer, num_labels=2)
+    classifier = family.classifier_for(config)(config)
+    family.initialize(classifier, params.pretrain)
+    for model in (pretraining_model(family, params, params.pretrain, tokenizer, None), classifier):
+        table = model.base_model.embeddings.position_embeddings.weight
+        expected = sinusoidal_positions(*table.shape) * model.config.initializer_range * 2 ** 0.5
+        assert torch.allclose(table, expected) == (position_init == "sinusoidal")
+        assert table.std().item() == pytest.approx(model.config.initializer_range, rel=0.3)
