@@ -91,6 +91,9 @@ class ModelConfig:
     intermediate_size: int = 512
     max_position_embeddings: int = 512
     dropout: float = 0.1
+    # sd of the normal init of new weight matrices (BERT's and XLNet's 0.02). At 0.02 a small model's attention
+    # starts near uniform (q.k logits ~0.05), a bag of words that gradient descent is slow to leave
+    initializer_range: float = 0.02
     # family -> where each layer's LayerNorm sits: "post" (the original BERT/XLNet: after the residual add) or
     # "pre" (before each sublayer, plus one final LayerNorm: trains without post-LN's warmup fragility, Xiong et al.
     # 2020). Families not listed are post-LN; a family that has no pre-LN model says so when it builds its config

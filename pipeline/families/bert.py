@@ -152,7 +152,8 @@ class Bert(Family):
         common = dict(vocab_size=len(tokenizer), hidden_size=shape.hidden_size,
                       num_hidden_layers=shape.num_hidden_layers, num_attention_heads=shape.num_attention_heads,
                       intermediate_size=shape.intermediate_size, hidden_dropout_prob=shape.dropout,
-                      attention_probs_dropout_prob=shape.dropout, pad_token_id=tokenizer.pad_token_id, **extra)
+                      attention_probs_dropout_prob=shape.dropout, initializer_range=shape.initializer_range,
+                      pad_token_id=tokenizer.pad_token_id, **extra)
         if shape.layer_norm.get(self.name, "post") == "post":
             return BertConfig(max_position_embeddings=shape.max_position_embeddings, **common)
         # RoBERTa-style position ids count from pad_token_id + 1, so the table has pad_token_id + 1 more rows

@@ -111,6 +111,7 @@ class XLNet(Family):
         return XLNetConfig(
             vocab_size=len(tokenizer), d_model=shape.hidden_size, n_layer=shape.num_hidden_layers,
             n_head=shape.num_attention_heads, d_inner=shape.intermediate_size, dropout=shape.dropout,
+            initializer_range=shape.initializer_range,
             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, mem_len=None, use_mems_train=False, **extra)
 
