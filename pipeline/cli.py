@@ -50,7 +50,8 @@ def pretrain(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("family")
 @click.option("--init", default=None, help="pretrained | random | a from_pretrained folder, hub id or python:MODULE")
-@click.option("--ablation", is_flag=True, help="the ablation: from finetune.ablation_init (default random: no pretraining), its own outputs")
+@click.option("--ablation", is_flag=True,
+              help="the ablation: from finetune.ablation_init (default random: no pretraining), its own outputs")
 @params_option
 @set_option
 def finetune(family: str, init: str | None, ablation: bool, params_file: str, overrides: tuple[str, ...]) -> None:
