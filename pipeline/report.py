@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.io import MissingInputError, atomic_dir, read_json
 from pipeline.paths import Paths
+from pipeline.plotting import pyplot as _pyplot, save as _save
 
 ALPHA = 0.05  # significance level the summary uses for McNemar and the bootstrap CIs' reading
 
@@ -216,15 +217,6 @@ def _baseline_name(base: dict) -> str:
 
 
 # --- plots (matplotlib, Agg) ---------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on CI or servers
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def pareto_front(points: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
     """(name, p50 ms, accuracy) points no other point beats on both: faster and at least as accurate."""
     front, best = [], -math.inf
@@ -318,13 +310,6 @@ def plot_losses(metrics_root: Path, families: list[str], out: Path) -> bool:
         plt.close(fig)
         return False
     return _save(fig, out, plt)
-
-
-def _save(fig, out: Path, plt) -> bool:
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return True
 
 
 # --- the report ----------------------------------------------------------------------------------------
