@@ -124,7 +124,7 @@ def _fingerprint(run: Run, params: Params, epochs: tuple[float, int], inputs: st
     return json.loads(json.dumps({
         "run": dataclasses.asdict(run), "epochs": epochs, "inputs": inputs, "threads": params.threads,
         "finetune": {**dataclasses.asdict(params.finetune), "seed": run.seed, "seeds": None, "init": None},
-        "model": dataclasses.asdict(params.model), "data": dataclasses.asdict(params.data),
+        "model": dataclasses.asdict(params.model),
         "subsets": [params.curves.sizes, params.curves.subset_seed],
         "scoring": [params.evaluate.batch_size, params.evaluate.threads, params.evaluate.torch_device]}))
 
