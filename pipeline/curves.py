@@ -17,6 +17,7 @@ Cost (default params, 2 cores): see README "What a run costs"; each run logs its
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -302,6 +303,8 @@ def plot_curves(summary: dict, out: Path) -> bool:
                 color="grey", label="TF-IDF baseline")
         ax.set(xscale="log", xlabel="labelled train examples (log)", ylabel=f"test {title}",
                title=f"{summary['family']}: {title} vs labels ({len(summary['seeds'])} seeds)")
+        ax.set_xticks([r["n"] for r in rows["tfidf"]], [r["size"] for r in rows["tfidf"]])
+        ax.minorticks_off()
         ax.legend(fontsize=8)
     return save(fig, out, plt)
 
@@ -329,6 +332,8 @@ def learning_curves(family: str, params: Params, paths: Paths = Paths()) -> dict
     summary = summarize(inputs, results, tfidf, params)
     write_outputs(summary, results, tfidf, inputs, paths)
     shutil.rmtree(paths.checkpoints("curves", family), ignore_errors=True)  # resume state of a finished stage
+    with contextlib.suppress(OSError):  # and its parent, once no other family's runs are in it
+        paths.checkpoints("curves", family).parent.rmdir()
     return summary
 
 
