@@ -182,3 +182,45 @@ def _check_outputs(paths, summary, params):
     assert (root / "bert.png").stat().st_size > 0
     predictions = json.loads((root / "predictions" / "bert.json").read_text())
     assert len(predictions["pretrained"]["all"]["43"]) == summary["test_size"] == len(predictions["gold"])
+
+
+def _fake_family(paths, family, params, accuracy_by_arm, rng, gold):
+    """The curves stage's outputs for made-up runs (no training): `accuracy_by_arm` {arm: per-item hit rate}."""
+    labels = [0, 1] * 100
+    inputs = curves.Inputs(family, ([f"t{i}" for i in range(200)], labels), ([], []), ([""] * 300, gold),
+                           {0: "great", 1: "other"}, curves.plan_subsets(labels, params.curves), {}, {})
+
+    def run(arm):
+        return {"predicted": [int(g if rng.random() < accuracy_by_arm[arm] else 1 - g) for g in gold],
+                "seconds": 1.0, "source": "trained"}
+
+    results = {curves.Run(arm, size, s).name: run(arm) for size in inputs.subsets for s in params.curves.seeds
+               for arm in curves.ARMS}
+    tfidf = {size: {"accuracy": 0.7, "f1_macro": 0.6, "analyzer": "word", "C": 1.0, "predicted": gold}
+             for size in inputs.subsets}
+    summary = curves.summarize(inputs, results, tfidf, params)
+    curves.write_outputs(summary, results, tfidf, inputs, paths)
+    return summary
+
+
+def test_report_sections_and_recommendation_from_curves_files(tmp_path, tiny_params):
+    from pipeline.paths import Paths
+    from pipeline.report import curves_section, headline_lines, read_curves, recommendation
+
+    paths, rng = Paths(tmp_path), np.random.default_rng(0)
+    params, gold = _with(tiny_params, sizes=[20, 50], seeds=[1, 2, 3]), [int(g) for g in rng.integers(0, 2, 300)]
+    bert = _fake_family(paths, "bert", params, {"pretrained": 0.95, "random": 0.6}, rng, gold)
+    _fake_family(paths, "xlnet", params, {"pretrained": 0.7, "random": 0.7}, rng, gold)
+    assert bert["pretraining_pays_up_to"] == 200 and bert["stops_paying_at"] is None
+    assert json.loads((paths.metrics("curves") / "plots" / "bert" / "tfidf.json").read_text())[0]["n"] == 20
+    found = read_curves(paths, ["bert", "xlnet"])
+    (name, pair), = found["pairs"]
+    assert name == "bert_vs_xlnet" and pair["accuracy"]["ci_low"] > 0 and pair["accuracy"]["seeds"] == 3
+    text = "\n".join(curves_section(found, {"curves_bert.png": True}) + headline_lines(found))
+    assert "## Learning curves" in text and "![bert: accuracy" in text and "| all (200) |" in text
+    assert "Pretraining pays at every n measured (up to 200)" in text
+    assert "xlnet, all labels, 3 seeds" in text and "bert − xlnet, pretrained" in text
+    quality = {f: {"pytorch": {"accuracy": 0.8}} for f in ("bert", "xlnet")}
+    latency = {"bert": {"pytorch": {"real": {"p50_ms": 9.0}}}, "xlnet": {"pytorch": {"real": {"p50_ms": 1.0}}}}
+    assert "ship **xlnet" in recommendation(quality, latency, {})  # single seed: no pair, the fastest
+    assert "ship **bert" in recommendation(quality, latency, {}, found["pairs"])
