@@ -13,7 +13,13 @@ what made it, so an interrupted stage resumes and skips them; the folder is remo
 The (all, finetune.seed) runs are the finetune@ and ablation@ stages' own runs when the params say so
 (`curves.reuse_stage_runs`): their predictions are read, not trained again.
 
-Cost (default params, 2 cores): see README "What a run costs"; each run logs its seconds.
+Cost of the defaults (4 sizes + all, 2 arms, 3 seeds: 30 runs per family, 2 of them reused): a subset run
+is about 170-190 optimizer steps (curves.min_steps) plus 6 validation passes and one test pass, an n = all run
+is a finetune@ run (672 steps). From the finetune stage's quiet 2-core figure (about 150 s for 672 steps,
+0.21 s a step) that is about 50 s a subset run and 150 s an n = all run: 24 x 50 s + 4 x 150 s, about 30
+minutes per family, an hour for both, which does not fit the 30-minute default `dvc repro` (an estimate, not
+a measurement: this machine was shared while it was written). Fewer seeds or sizes cut it proportionally;
+each run logs its seconds, and FAMILY.json holds the stage's `train_seconds`.
 """
 from __future__ import annotations
 
