@@ -1,7 +1,8 @@
 """report: artifacts/report/report.md, readable on its own, plus PNGs drawn with matplotlib (Agg).
 
-Reads only files: artifacts/evaluation/*.json and plots/ (the evaluate stage), and the dvclive TSVs of the
-pretrain and finetune stages. The same plot data is declared as DVC plots in dvc.yaml.
+Reads only files: artifacts/evaluation/*.json and plots/ (the evaluate stage), the dvclive TSVs of the
+pretrain and finetune stages, and artifacts/metrics/curves (the curves stages: learning curves, and the
+multi-seed n = all rows). The same plot data is declared as DVC plots in dvc.yaml.
 """
 from __future__ import annotations
 
