@@ -168,6 +168,23 @@ class FinetuneConfig(TrainConfig):
 
 
 @dataclass
+class CurvesConfig:
+    """Label-scarce learning curves (pipeline/curves.py): fine-tuning on nested stratified train subsets,
+    pretrained vs random init, over seeds, with TF-IDF at the same sizes."""
+
+    sizes: list[int] = field(default_factory=lambda: [100, 250, 500, 1000])  # labelled train examples, increasing
+    include_all: bool = True  # also the whole train split (n = all): the multi-seed headline rows
+    seeds: list[int] = field(default_factory=lambda: [42, 43, 44])  # fine-tuning seeds per (n, arm)
+    # fewest optimizer steps a run takes: n = 100 at batch 32 is 4 steps an epoch, so finetune's 6 epochs are
+    # 24 steps, too few to leave the initial loss; 150 steps is what n = 1000 already gets in 5 epochs
+    min_steps: int = 150
+    subset_seed: int = 42  # the per-class permutation that the nested subsets are cut from
+    # reuse the finetune@/ablation@ stages' test predictions for (all, finetune.seed) when the params say
+    # the run is the same one (finetune.init: pretrained, full_determinism on); false: retrain it
+    reuse_stage_runs: bool = True
+
+
+@dataclass
 class ExportConfig:
     opset: int | None = None  # None: the family's OnnxSpec.opset
     atol: float | None = None  # None: the family's OnnxSpec.atol
@@ -275,6 +292,7 @@ class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    curves: CurvesConfig = field(default_factory=CurvesConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
