@@ -138,10 +138,13 @@ def _fingerprint(run: Run, params: Params, epochs: tuple[float, int], inputs: st
 
 def _reusable(run: Run, params: Params, paths: Paths, family: str, epochs: tuple[float, int]) -> Path | None:
     """The finetune@/ablation@ predictions file that IS this run, when params guarantee it: the whole train
-    split, finetune.seed, the same epochs, deterministic training, and (pretrained arm) finetune.init pretrained."""
+    split, finetune.seed, the same epochs, deterministic training, and the stage's init the arm's (finetune.init
+    pretrained, finetune.ablation_init random)."""
     cfg = params.finetune
     same = (params.curves.reuse_stage_runs and run.size == ALL and run.seed == cfg.seed and cfg.full_determinism
-            and epochs == (cfg.num_train_epochs, 1) and (run.arm == "random" or cfg.init == "pretrained"))
+            and epochs == (cfg.num_train_epochs, 1)
+            and (cfg.ablation_init if run.arm == "random" else cfg.init) == ("random" if run.arm == "random"
+                                                                             else "pretrained"))
     stage = "finetune" if run.arm == "pretrained" else "finetune_random_init"
     path = paths.metrics(stage, family) / "predictions.json"
     return path if same and path.is_file() else None
