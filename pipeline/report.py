@@ -163,8 +163,29 @@ def recommendation(quality: dict, latency: dict, stats: dict, seed_pairs: list |
              else "either family (their accuracy difference is not significant)")
     if seed_pairs:
         which += f" over {seed_pairs[0][1]['accuracy']['seeds']} fine-tuning seeds"
-    return (f"ship **{best[0]} on {best[1]}**: {best[2]:.2f} ms p50 at batch 1, accuracy {acc:.3f}; the fastest "
-            f"backend of {which} whose predictions do not differ significantly from its fp32 ONNX source")
+    choice = (f"**{best[0]} on {best[1]}**: {best[2]:.2f} ms p50 at batch 1, accuracy {acc:.3f}; the fastest "
+              f"backend of {which} whose predictions do not differ significantly from its fp32 ONNX source")
+    better = _significantly_better_alternatives(best[0], quality, stats)
+    if not better:
+        return f"ship {choice}; neither its random-init ablation nor the TF-IDF baseline is significantly better"
+    return (f"ship **{better[0]}**, not a pretrained model: {'; '.join(better[1:])}. Among the pretrained models "
+            f"the pick would be {choice}")
+
+
+def _significantly_better_alternatives(model: str, quality: dict, stats: dict) -> list[str]:
+    """[what to ship instead, why...] when the TF-IDF baseline or the model's random-init ablation is more
+    accurate than `model` with a paired CI above zero (the evaluate stage's `{model}_vs_{other}` pairs); the
+    baseline first, as it is also the cheapest; [] when neither is."""
+    found = []
+    for other, label in (("tfidf-baseline", "the TF-IDF baseline"), (f"{model}-random-init",
+                                                                       f"{model} from random init (the ablation)")):
+        d = stats.get(f"{model}_vs_{other}", {}).get("accuracy")
+        if stats.get(f"{model}_vs_{other}", {}).get("status") == "ok" and d and d["ci_high"] < 0:
+            row = quality.get(other, {})
+            acc = next((r["accuracy"] for r in row.values() if r.get("status") == "ok"), float("nan"))
+            found.append((other, f"{label} is more accurate ({acc:.3f}, {100 * -d['difference']:+.1f} pts over "
+                                 f"{model}, {int(100 * d['confidence'])}% CI excludes 0)"))
+    return [found[0][0], *(why for _, why in found)] if found else []
 
 
 def summary_lines(quality: dict, latency: dict, stats: dict, curves: dict | None = None) -> list[str]:
