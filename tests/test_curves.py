@@ -41,7 +41,7 @@ def test_every_class_keeps_at_least_one_example():
 
 def test_plan_adds_all_and_refuses_sizes_at_or_above_the_train_split():
     labels = [0, 1] * 50
-    plan = curves.plan_subsets(labels, CurvesConfig(sizes=[10, 40]))
+    plan = curves.plan_subsets(labels, CurvesConfig(sizes=[10, 40], include_all=True))
     assert list(plan) == ["10", "40", "all"] and len(plan["all"]) == 100
     assert list(curves.plan_subsets(labels, CurvesConfig(sizes=[10], include_all=False))) == ["10"]
     with pytest.raises(ConfigError, match=r"curves.sizes \[100\] are not below the train split's 100"):
@@ -208,7 +208,8 @@ def test_report_sections_and_recommendation_from_curves_files(tmp_path, tiny_par
     from pipeline.report import curves_section, headline_lines, read_curves, recommendation
 
     paths, rng = Paths(tmp_path), np.random.default_rng(0)
-    params, gold = _with(tiny_params, sizes=[20, 50], seeds=[1, 2, 3]), [int(g) for g in rng.integers(0, 2, 300)]
+    params = _with(tiny_params, sizes=[20, 50], seeds=[1, 2, 3], include_all=True)
+    gold = [int(g) for g in rng.integers(0, 2, 300)]
     bert = _fake_family(paths, "bert", params, {"pretrained": 0.95, "random": 0.6}, rng, gold)
     _fake_family(paths, "xlnet", params, {"pretrained": 0.7, "random": 0.7}, rng, gold)
     assert bert["pretraining_pays_up_to"] == 200 and bert["stops_paying_at"] is None
