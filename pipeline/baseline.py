@@ -42,6 +42,7 @@ def check_config(cfg: BaselineConfig) -> list[str]:
 
 def tfidf_baseline(paths: Paths = Paths(), cfg: BaselineConfig = BaselineConfig(), seed: int = 42) -> dict:
     """Fit on train, pick analyzer and C on validation macro-F1, report on test; keep per-text predictions."""
+    check_config(cfg)  # bad params fail before any input is read
     label2id = read_json(paths.label_map)
     id2label = {i: label for label, i in label2id.items()}
     train, validation, (x_test, y_test) = (read_split(s, paths) for s in ("train", "validation", "test"))

@@ -47,7 +47,7 @@ def _mlm_nsp_outputs(mlm_logits: torch.Tensor, mlm_labels: torch.Tensor, nsp_log
 
 
 class BertForPreTrainingAtMasked(BertForPreTraining):
-    """BertForPreTraining whose MLM head runs only at the masked positions (about 15% of tokens).
+    """BertForPreTraining whose MLM head runs only at the masked positions (pretrain.mlm_probability of the tokens).
 
     The vocabulary projection is the largest matrix in a small BERT; skipping it at the 85% of positions
     that carry no label roughly halves a small model's step time. Weights and checkpoint keys are those of
@@ -241,7 +241,7 @@ class Bert(Family):
         return {"probe/nsp_tfidf_cosine_accuracy": float(probe.score(cosine(held_a, held_b), held_y))}
 
     def pretraining_collator(self, tokenizer, cfg: PretrainConfig) -> DataCollatorForLanguageModeling:
-        # 15% of tokens are selected; of those 80% -> [MASK], 10% -> random token, 10% unchanged
+        # pretrain.mlm_probability of the tokens are selected; of those 80% -> [MASK], 10% -> random token, 10% unchanged
         return DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=cfg.mlm_probability,
                                                mask_replace_prob=0.8, random_replace_prob=0.1,
                                                pad_to_multiple_of=8)
