@@ -42,11 +42,29 @@ def check_config(cfg: BaselineConfig) -> list[str]:
 
 def tfidf_baseline(paths: Paths = Paths(), cfg: BaselineConfig = BaselineConfig(), seed: int = 42) -> dict:
     """Fit on train, pick analyzer and C on validation macro-F1, report on test; keep per-text predictions."""
-    analyzers = check_config(cfg)
+    check_config(cfg)  # bad params fail before any input is read
     label2id = read_json(paths.label_map)
     id2label = {i: label for label, i in label2id.items()}
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (read_split(s, paths)
-                                                            for s in ("train", "validation", "test"))
+    train, validation, (x_test, y_test) = (read_split(s, paths) for s in ("train", "validation", "test"))
+    vectorizer, model, best, scores = fit_selected(train, validation, cfg, seed, id2label)
+    probabilities = model.predict_proba(vectorizer.transform(x_test))  # [n_test, n_labels], columns = label ids
+    predicted = model.classes_[probabilities.argmax(1)]
+    metrics = classification_metrics(y_test, predicted, id2label, probabilities)
+    metrics.update(analyzer=best["analyzer"], C=best["C"], validation_f1_macro=best["validation_f1_macro"],
+                   candidates=scores)
+    out = paths.metrics("baseline")
+    write_jsonl(out / "predictions.jsonl", prediction_rows(x_test, y_test, predicted, probabilities,
+                                                                model.classes_, id2label))
+    write_json(out / "test.json", metrics)
+    return metrics
+
+
+def fit_selected(train: tuple[list[str], list[int]], validation: tuple[list[str], list[int]], cfg: BaselineConfig,
+                 seed: int, id2label: dict[int, str]):
+    """(vectorizer, model, best candidate, every candidate): fitted on `train` (texts, label ids), analyzer and
+    C picked on validation macro-F1."""
+    analyzers = check_config(cfg)
+    (x_train, y_train), (x_val, y_val) = train, validation
     # (validation macro-F1, analyzer, C) for every candidate; the vectorizer is fitted once per analyzer
     scores, fitted = [], {}
     for analyzer in analyzers:
@@ -58,17 +76,7 @@ def tfidf_baseline(paths: Paths = Paths(), cfg: BaselineConfig = BaselineConfig(
             scores.append({"analyzer": analyzer, "C": c, "validation_f1_macro": f1})
             fitted[analyzer, c] = (vectorizer, model)
     best = max(scores, key=lambda s: s["validation_f1_macro"])  # ties: the first, i.e. simpler analyzer, smaller C
-    vectorizer, model = fitted[best["analyzer"], best["C"]]
-    probabilities = model.predict_proba(vectorizer.transform(x_test))  # [n_test, n_labels], columns = label ids
-    predicted = model.classes_[probabilities.argmax(1)]
-    metrics = classification_metrics(y_test, predicted, id2label, probabilities)
-    metrics.update(analyzer=best["analyzer"], C=best["C"], validation_f1_macro=best["validation_f1_macro"],
-                   candidates=scores)
-    out = paths.metrics("baseline")
-    write_jsonl(out / "predictions.jsonl", prediction_rows(x_test, y_test, predicted, probabilities,
-                                                                model.classes_, id2label))
-    write_json(out / "test.json", metrics)
-    return metrics
+    return (*fitted[best["analyzer"], best["C"]], best, scores)
 
 
 def prediction_rows(texts, y_true, predicted, probabilities, classes, id2label: dict[int, str]) -> list[dict]:

@@ -18,10 +18,10 @@ def main() -> None:
 @params_option
 @set_option
 def prepare(params_file: str, overrides: tuple[str, ...]) -> None:
-    """Load, clean and split the dataset; write artifacts/data."""
+    """Load, clean and split the dataset; write artifacts/data and the pretraining corpus (pretrain.corpus)."""
     from pipeline.data import prepare as run
 
-    stats = run_with_params(lambda p: run(p.data), params_file, overrides)
+    stats = run_with_params(lambda p: run(p.data, corpus=p.pretrain.corpus), params_file, overrides)
     click.echo({k: v for k, v in stats.items() if k in ("train", "validation", "test")})
 
 
@@ -49,8 +49,9 @@ def pretrain(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("family")
-@click.option("--init", default=None, help="pretrained | random | a from_pretrained folder or hub id")
-@click.option("--ablation", is_flag=True, help="random init (the 'no pretraining' ablation), its own outputs")
+@click.option("--init", default=None, help="pretrained | random | a from_pretrained folder, hub id or python:MODULE")
+@click.option("--ablation", is_flag=True,
+              help="the ablation: from finetune.ablation_init (default random: no pretraining), its own outputs")
 @params_option
 @set_option
 def finetune(family: str, init: str | None, ablation: bool, params_file: str, overrides: tuple[str, ...]) -> None:

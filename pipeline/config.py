@@ -13,6 +13,7 @@ nothing in a `small` run.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ Precision = Literal["fp16", "int8"]
 Typing = Literal["auto", "weak", "strong"]
 Quantizer = Literal["auto", "ort", "modelopt"]
 Analyzer = Literal["auto", "word", "char", "char_wb", "union"]
+LayerNorm = Literal["post", "pre"]
+PositionInit = Literal["random", "sinusoidal"]
 # transformers' SchedulerType values that need no extra arguments
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                     "inverse_sqrt"]
@@ -88,6 +91,16 @@ class ModelConfig:
     intermediate_size: int = 512
     max_position_embeddings: int = 512
     dropout: float = 0.1
+    # sd of the normal init of new weight matrices (BERT's and XLNet's own: 0.02). At 0.02 a small model's attention
+    # starts near uniform (q.k logits ~0.05): a bag of words that a few hundred CPU steps do not leave. 0.06, 600
+    # steps: BERT MLM 11.5% -> 12.6%, XLNet PLM 13.1% -> 17.7% held-out (0.12 was worse: 11.7%)
+    initializer_range: float = 0.06
+    # family -> where each layer's LayerNorm sits: "post" (the original BERT/XLNet: after the residual add) or
+    # "pre" (before each sublayer, plus one final LayerNorm: trains without post-LN's warmup fragility, Xiong et al.
+    # 2020). Families not listed are post-LN; a family that has no pre-LN model says so when it builds its config
+    # Measured: pre-LN BERT trained no better here (held-out MLM 12.66% vs post-LN 12.67% at 1,000 steps) and loses
+    # ORT's embedding fusion, so the default stays post-LN
+    layer_norm: dict[str, LayerNorm] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,6 +109,8 @@ class TrainConfig:
 
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
+    adam_beta2: float = 0.999  # AdamW's second-moment decay
+    adam_epsilon: float = 1e-8
     warmup_ratio: float = 0.06
     lr_scheduler_type: Scheduler = "linear"
     per_device_train_batch_size: int = 32
@@ -112,15 +127,35 @@ class TrainConfig:
 
 @dataclass
 class PretrainConfig(TrainConfig):
+    # AdamW beta2 0.98 / eps 1e-6 (RoBERTa, Cramming): with dropout 0 below, XLNet's held-out PLM accuracy after 600
+    # steps went from 4-8% to 13% (unigram baseline 5%); BERT's MLM did not move
+    adam_beta2: float = 0.98
+    adam_epsilon: float = 1e-6
     max_steps: int = 2000
     # per-family step counts: XLNet's two-stream steps cost about twice BERT's, so 600 is the same wall clock
     max_steps_by_family: dict[str, int] = field(default_factory=lambda: {"xlnet": 600})
     max_seq_length: int = 128  # packed block length; must be even for PLM
     save_steps: int = 200  # checkpoint interval, for resume
-    mlm_probability: float = 0.15
+    # BERT: share of tokens selected for MLM (80% [MASK], 10% random, 10% kept). 0.3 (Wettig et al. 2023): twice the
+    # targets per step; held-out MLM accuracy (scored at the same rate) 12.6% -> 13.6% after 600 steps
+    mlm_probability: float = 0.3
     plm_probability: float = 1 / 6
     max_span_length: int = 5
     eval_max_batches: int = 20  # held-out batches for MLM/NSP/PLM accuracy
+    # dropout while pretraining (None: model.dropout). Few-epoch pretraining underfits, so dropout only slows
+    # it (Cramming, Geiping & Goldstein 2022); fine-tuning gets model.dropout back
+    dropout: float | None = 0.0
+    nsp_weight: float = 1.0  # BERT: weight of the NSP loss next to MLM's
+    # absolute position embeddings of a new model (BERT): "random" (BERT's N(0, 0.02)) or "sinusoidal" (Vaswani et
+    # al.'s table, scaled to the word embeddings' spread, still trained). From random, a few thousand CPU steps
+    # never learn positions: the model stays a bag of words (see the README's pretraining notes)
+    position_init: PositionInit = "sinusoidal"
+    # the unlabelled text: "train" (the train split's texts, labels unused; validation is the held-out set), or a
+    # text file (one document per line), a folder of .txt files, or a hub dataset id. Test texts never enter it
+    corpus: str = "train"
+    # "scratch": new weights and this family's trained tokenizer; else a from_pretrained source (folder or hub id)
+    # whose pretraining continues on the corpus with the checkpoint's own tokenizer
+    init: str = "scratch"
 
 
 @dataclass
@@ -128,6 +163,9 @@ class FinetuneConfig(TrainConfig):
     # "pretrained": this family's pretrain stage output; "random": no pretraining (the ablation);
     # anything else: a from_pretrained source (local folder or hub id).
     init: str = "pretrained"
+    # the ablation stage's start: "random" (the "no pretraining" row), or a from_pretrained source: with
+    # pretrain.init set to a checkpoint, that checkpoint as it is shows what continued pretraining added
+    ablation_init: str = "random"
     learning_rate: float = 2e-4
     num_train_epochs: float = 6.0
     max_length: int = 256
@@ -136,6 +174,26 @@ class FinetuneConfig(TrainConfig):
     # fine-tuning: layers shaped by a short pretraining run can start worse than random ones
     reinit_top_layers: int | None = None
     seeds: list[int] = field(default_factory=list)  # extra fine-tuning seeds for mean ± sd (seeds stage)
+
+
+@dataclass
+class CurvesConfig:
+    """Label-scarce learning curves (pipeline/curves.py): fine-tuning on nested stratified train subsets,
+    pretrained vs random init, over seeds, with TF-IDF at the same sizes."""
+
+    # The default grid is what fits the default run's 30-minute budget next to the other stages (2 sizes x 3 seeds
+    # x 2 arms: 12 runs a family, about 1 min each on a quiet 2-core machine); the full curve is
+    # `-S 'curves.sizes=[100,250,500,1000]' -S curves.include_all=true` (about 1 hour a family)
+    sizes: list[int] = field(default_factory=lambda: [100, 500])  # labelled train examples, increasing
+    include_all: bool = False  # also the whole train split (n = all): the multi-seed headline rows
+    seeds: list[int] = field(default_factory=lambda: [42, 43, 44])  # fine-tuning seeds per (n, arm)
+    # fewest optimizer steps a run takes: n = 100 at batch 32 is 4 steps an epoch, so finetune's 6 epochs are
+    # 24 steps, too few to leave the initial loss; 100 is what n = 500 gets in 7 epochs
+    min_steps: int = 100
+    subset_seed: int = 42  # the per-class permutation that the nested subsets are cut from
+    # reuse the finetune@/ablation@ stages' test predictions for (all, finetune.seed) when the params say
+    # the run is the same one (finetune.init: pretrained, full_determinism on); false: retrain it
+    reuse_stage_runs: bool = True
 
 
 @dataclass
@@ -246,6 +304,7 @@ class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    curves: CurvesConfig = field(default_factory=CurvesConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
@@ -253,6 +312,9 @@ class Params:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _type_name(tp: Any) -> str:
@@ -295,6 +357,8 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
         return build(tp, value, where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads `1e-6` (no dot) as a string; the user meant the number
     is_bool_mixup = isinstance(value, bool) != (tp is bool)  # YAML `yes` is not a number, 1 not a bool
     if is_bool_mixup or not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")

@@ -184,16 +184,65 @@ def make_splits(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, str
     return {"train": train, "validation": validation, "test": test}, label2id, all_stats
 
 
-def prepare(cfg: DataConfig, paths: Paths = Paths()) -> dict:
-    """The prepare stage: write train/validation/test JSONL, label2id, stats, and the train-only corpus."""
+TRAIN_CORPUS = "train"  # pretrain.corpus: the train split's texts
+
+
+def _corpus_documents(source: str, text_column: str) -> list[str]:
+    """pretrain.corpus other than `train`: a .txt file (a document per line), a folder of .txt files, or a
+    dataset (csv/jsonl/parquet file, hub id or dataset folder) whose `text` or data.text_column column is read."""
+    path = Path(source).expanduser()
+    files = sorted(path.rglob("*.txt")) if path.is_dir() else [path] if path.suffix.lower() == ".txt" else []
+    if path.is_dir() and not files:
+        raise DataError(f"pretrain.corpus folder {source!r} holds no .txt files; give .txt files (a document "
+                        f"per line), a csv/jsonl/parquet file, a hub id, or `train`")
+    if files:
+        for file in files:
+            if not file.is_file():
+                raise DataError(f"pretrain.corpus {source!r} does not exist; give a .txt file or folder, a "
+                                f"csv/jsonl/parquet file, a hub id, or `train`")
+            _check_utf8(file)
+        return [line for f in files for line in f.read_text(encoding="utf-8").splitlines()]
+    if path.is_file():
+        frame = _load_local_file(path)
+    elif _looks_like_hub_id(source):
+        frame = _load_hf(source, None)[0]
+    else:
+        raise DataError(f"pretrain.corpus {source!r} does not exist; give a .txt file or folder, a "
+                        f"csv/jsonl/parquet file, a hub id, or `train`")
+    column = "text" if "text" in frame.columns else text_column
+    if column not in frame.columns:
+        raise DataError(f"pretrain.corpus {source!r} has no `text` or {text_column!r} column; its columns are: "
+                        f"{', '.join(map(str, frame.columns))}")
+    return frame[column].tolist()
+
+
+def pretraining_corpus(source: str, splits: dict[str, pd.DataFrame], text_column: str) -> tuple[list[str], dict]:
+    """The unlabelled pretraining documents, whitespace-normalised, with every validation and test text removed
+    (validation is pretraining's held-out set, test is for the end), and what was dropped."""
+    documents = splits["train"]["text"].tolist() if source == TRAIN_CORPUS else _corpus_documents(source, text_column)
+    cleaned = [" ".join(str(d).split()) for d in documents if isinstance(d, str)]
+    held_out = set(splits["validation"]["text"]) | set(splits["test"]["text"])
+    kept = [d for d in cleaned if d and d not in held_out]
+    if not kept:
+        raise DataError(f"pretrain.corpus {source!r} has no documents left after removing empty lines and "
+                        f"validation/test texts")
+    stats = {"source": source, "documents": len(kept), "dropped_empty": sum(not d for d in cleaned),
+             "dropped_heldout_or_test": sum(bool(d) and d in held_out for d in cleaned)}
+    return kept, stats
+
+
+def prepare(cfg: DataConfig, paths: Paths = Paths(), corpus: str = TRAIN_CORPUS) -> dict:
+    """The prepare stage: write train/validation/test JSONL, label2id, stats, and the pretraining corpus
+    (`corpus`: pretrain.corpus)."""
     splits, label2id, stats = make_splits(cfg)
+    documents, stats["corpus"] = pretraining_corpus(corpus, splits, cfg.text_column)
     with atomic_dir(paths.data) as tmp:
         for name, df in splits.items():
             rows = [{"text": t, "label": l, "label_id": label2id[l]} for t, l in zip(df["text"], df["label"])]
             write_jsonl(tmp / paths.split(name).name, rows)
             stats[name] = {"rows": len(df), **{f"class_{k}": int(v) for k, v in df["label"].value_counts().items()}}
-        # the pretraining corpus is the train split only: validation and test text never reach pretraining
-        (tmp / paths.corpus.name).write_text("\n".join(splits["train"]["text"]) + "\n", encoding="utf-8")
+        # validation and test text never reach pretraining or the tokenizer (pretraining_corpus)
+        (tmp / paths.corpus.name).write_text("\n".join(documents) + "\n", encoding="utf-8")
         write_json(tmp / paths.label_map.name, label2id)
         write_json(tmp / "stats.json", stats)
     write_json(paths.metrics("prepare").with_suffix(".json"), stats)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from pipeline.io import read_json, write_json
 from pipeline.metrics import classification_metrics, prediction_rows
 from pipeline.paths import Paths
 from pipeline.pretrain import ListDataset
-from pipeline.training import (LiveCallback, drop_checkpoints, prepare_checkpoints, save_model_folder, set_threads,
-                               training_args)
+from pipeline.model_limits import position_limit
+from pipeline.training import (LiveCallback, drop_checkpoints, prepare_checkpoints, resolve_checkpoint,
+                               save_model_folder, set_threads, training_args)
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +36,7 @@ def resolve_init(init: str, family: Family, paths: Paths) -> str | None:
             raise ConfigError(f"finetune.init=pretrained but {source} holds no pretrained model; run "
                               f"`dvc repro pretrain@{family.name}` first, or set finetune.init to random or a path")
         return str(source)
-    looks_local = Path(init).expanduser().exists() or init.startswith((".", "/", "~")) or init.count("/") > 1
-    if looks_local and not (Path(init).expanduser() / "config.json").exists():
-        raise ConfigError(f"finetune.init {init!r}: from_pretrained source does not exist (no config.json "
-                          f"there); give a model folder, a hub id, `pretrained` or `random`")
-    try:
-        model_type = AutoConfig.from_pretrained(init).model_type
-    except OSError as exc:
-        raise ConfigError(f"finetune.init {init!r} could not be loaded ({exc}); check the folder or hub id "
-                          f"(hub ids need a network or a local cache)") from None
-    expected = family.classifier_class.config_class.model_type
-    if model_type != expected:
-        raise ConfigError(f"finetune.init {init!r} is a {model_type!r} checkpoint but family {family.name!r} "
-                          f"needs {expected!r}")
-    return str(Path(init).expanduser()) if looks_local else init
+    return resolve_checkpoint(init, family, "finetune.init", "`pretrained` or `random`")
 
 
 def build_classifier(family: Family, source: str | None, params: Params, paths: Paths, label2id: dict):
@@ -58,11 +47,15 @@ def build_classifier(family: Family, source: str | None, params: Params, paths: 
     if source is None:  # the "no pretraining" ablation: same tokenizer and shape, random weights
         tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer(family.name))
         config = family.build_config(params.model, tokenizer, id2label=id2label, label2id=label2id)
-        model = family.classifier_class(config)
+        model = family.classifier_for(config)(config)
+        family.initialize(model, params.pretrain)  # as a new pretraining model starts: only pretraining differs
     else:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = family.classifier_class.from_pretrained(source, num_labels=len(label2id), id2label=id2label,
-                                                        label2id=label2id, ignore_mismatched_sizes=True)
+        # model.dropout again: pretraining may have run without it (pretrain.dropout)
+        dropout = {key: params.model.dropout for key in family.dropout_keys}
+        model = family.classifier_for(AutoConfig.from_pretrained(source)).from_pretrained(
+            source, num_labels=len(label2id), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True,
+            **dropout)
     if source is not None and params.finetune.reinit_top_layers is not None:
         _reinit(model, family.top_modules(model, params.finetune.reinit_top_layers), params.finetune.seed)
     _check_max_length(model.config, tokenizer, params.finetune.max_length)
@@ -79,7 +72,7 @@ def _reinit(model, modules: list[torch.nn.Module], seed: int) -> None:
 
 def _check_max_length(config, tokenizer, max_length: int) -> None:
     """finetune.max_length must fit the model's positions; the saved tokenizer gets the model's limit."""
-    positions = getattr(config, "max_position_embeddings", -1)  # XLNet: -1, relative positions
+    positions = position_limit(config.to_dict()) or -1  # XLNet: none, relative positions
     if positions > 0 and max_length > positions:
         raise ConfigError(f"finetune.max_length={max_length} exceeds the model's {positions} position "
                           f"embeddings; set finetune.max_length <= {positions}")
@@ -129,35 +122,44 @@ def _make_trainer(family_name: str, params: Params, paths: Paths, stage: str, in
     ckpt_dir = paths.checkpoints(stage, family_name)
     resume_from = prepare_checkpoints(ckpt_dir, fingerprint)
     callback = LiveCallback(paths.metrics(stage, family_name), resume=resume_from is not None)
-    args = training_args(cfg, ckpt_dir, num_train_epochs=cfg.num_train_epochs, eval_strategy="epoch",
-                         save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="f1_macro",
-                         greater_is_better=True, train_sampling_strategy="group_by_length")
-    weights = _class_weights(train_labels, len(id2label)) if cfg.class_weighted_loss else None
-    trainer = WeightedTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
-                              data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
-                              compute_metrics=_eval_metrics(id2label), callbacks=[callback], class_weights=weights)
+    trainer = make_trainer(params, model, tokenizer, data, train_labels, id2label, ckpt_dir, [callback])
     return trainer, callback, ckpt_dir, resume_from
+
+
+def make_trainer(params: Params, model, tokenizer, data: dict, train_labels: list[int], id2label: dict[int, str],
+                 ckpt_dir: Path, callbacks: list, epochs: float | None = None, eval_every: int = 1):
+    """The fine-tuning Trainer: class-weighted loss, evaluation and selection on validation macro-F1 every
+    `eval_every` epochs (1: at each epoch end), `epochs` (None: finetune.num_train_epochs)."""
+    cfg = params.finetune
+    schedule = {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    if eval_every > 1:  # long runs on small subsets: as many evaluations as a plain run, not one per epoch
+        steps = eval_every * math.ceil(len(data["train"]) / cfg.per_device_train_batch_size)
+        schedule = {"eval_strategy": "steps", "save_strategy": "steps", "eval_steps": steps, "save_steps": steps}
+    args = training_args(cfg, ckpt_dir, num_train_epochs=cfg.num_train_epochs if epochs is None else epochs,
+                         load_best_model_at_end=True, metric_for_best_model="f1_macro", greater_is_better=True,
+                         train_sampling_strategy="group_by_length", **schedule)
+    weights = _class_weights(train_labels, len(id2label)) if cfg.class_weighted_loss else None
+    return WeightedTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
+                           data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+                           compute_metrics=_eval_metrics(id2label), callbacks=callbacks, class_weights=weights)
 
 
 def finetune(family_name: str, params: Params, paths: Paths = Paths(), ablation: bool = False,
              seed_run: bool = False) -> dict:
-    """Fine-tune and test one classifier. `ablation`: random init; `seed_run`: a repeat with
+    """Fine-tune and test one classifier. `ablation`: from finetune.ablation_init; `seed_run`: a repeat with
     `finetune.seed`, written under artifacts/seeds/ so the main model stays as it is."""
     family, cfg = get_family(family_name), params.finetune
     set_threads(params.threads)
-    init = "random" if ablation else cfg.init
+    init = cfg.ablation_init if ablation else cfg.init
     source = resolve_init(init, family, paths)
-    label2id = read_json(paths.label_map)
-    id2label = {i: label for label, i in label2id.items()}
-    model, tokenizer = build_classifier(family, source, params, paths, label2id)
-    splits = {name: read_split(name, paths) for name in ("train", "validation")}  # test: score_test_split
-    data = {name: _encode(tokenizer, *splits[name], cfg.max_length) for name in splits}
+    train = read_split("train", paths)
+    model, tokenizer, data, id2label = _setup(family, source, params, paths, train)
     stage = "finetune_random_init" if ablation else "finetune"
     out_dir = paths.model(family_name, ablation)
     if seed_run:
         stage, out_dir = f"finetune_seed{cfg.seed}", paths.seed_run(family_name, cfg.seed)
     trainer, callback, ckpt_dir, resume_from = _make_trainer(family_name, params, paths, stage, init, model,
-                                                             tokenizer, data, splits["train"][1], id2label)
+                                                             tokenizer, data, train[1], id2label)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
@@ -175,6 +177,30 @@ def finetune(family_name: str, params: Params, paths: Paths = Paths(), ablation:
         drop_checkpoints(trainer, ckpt_dir)
     log.info("%s %s: %.0f s of training", stage, family_name, seconds)  # a log, not a tracked metric
     return {"summary": summary, "test": test}
+
+
+def _setup(family: Family, source: str | None, params: Params, paths: Paths, train: tuple[list[str], list[int]]):
+    """(model, tokenizer, {train, validation} datasets, id2label) for one run; the test split is scored later
+    from the saved folder (score_test_split)."""
+    label2id = read_json(paths.label_map)
+    model, tokenizer = build_classifier(family, source, params, paths, label2id)
+    splits = {"train": train, "validation": read_split("validation", paths)}
+    data = {name: _encode(tokenizer, *splits[name], params.finetune.max_length) for name in splits}
+    return model, tokenizer, data, {i: label for label, i in label2id.items()}
+
+
+def train_and_score(family_name: str, params: Params, paths: Paths, source: str | None,
+                    train: tuple[list[str], list[int]], work_dir: Path, epochs: float | None = None,
+                    eval_every: int = 1) -> tuple[dict, np.ndarray, np.ndarray]:
+    """One fine-tuning run on `train` (texts, label ids) with `finetune.seed`, chosen on validation as the
+    finetune stage does, and scored on the test split through the same path: (test metrics, [n] gold ids,
+    [n] predicted ids). Checkpoints and the model folder go to `work_dir`, which the caller removes."""
+    model, tokenizer, data, id2label = _setup(get_family(family_name), source, params, paths, train)
+    trainer = make_trainer(params, model, tokenizer, data, train[1], id2label, work_dir / "checkpoints", [],
+                           epochs, eval_every)
+    trainer.train()
+    save_model_folder(trainer, tokenizer, work_dir / "model", {"params": params.to_dict(), "source": source})
+    return score_test_split(work_dir / "model", params, paths)
 
 
 def score_test_split(folder: Path, params: Params, paths: Paths) -> tuple[dict, np.ndarray, np.ndarray]:

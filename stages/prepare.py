@@ -2,4 +2,4 @@
 from pipeline.data import prepare
 from pipeline.stage import params_stage
 
-params_stage("prepare", lambda params: prepare(params.data))
+params_stage("prepare", lambda params: prepare(params.data, corpus=params.pretrain.corpus))

@@ -35,7 +35,7 @@ def test_params_yaml_holds_every_key_with_the_dataclass_default():
 
 def test_repo_params_load_for_every_preset():
     presets = sorted(p.stem for p in (REPO / "presets").glob("*.yaml"))
-    assert presets == ["base", "small", "tiny"]
+    assert presets == ["base", "checkpoint", "small", "tiny"]
     for preset in presets:
         params = load_params(REPO / "params.yaml", [f"preset={preset}"])
         assert params.preset == preset
@@ -100,7 +100,8 @@ def test_every_train_config_field_reaches_training_arguments(tmp_path, cls):
 
     changed = dict(learning_rate=0.123, weight_decay=0.3, warmup_ratio=0.25, lr_scheduler_type="constant",
                    per_device_train_batch_size=3, per_device_eval_batch_size=5, max_grad_norm=0.5, seed=7,
-                   logging_steps=9, dataloader_num_workers=1, bf16=False, full_determinism=False)
+                   logging_steps=9, dataloader_num_workers=1, bf16=False, full_determinism=False, adam_beta2=0.9,
+                   adam_epsilon=1e-5)
     assert set(changed) == {f.name for f in dataclasses.fields(TrainConfig)}
     args = training_args(cls(**changed), tmp_path)
     arrived = {name: getattr(args, name) for name in changed if name != "warmup_ratio"}

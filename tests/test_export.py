@@ -196,14 +196,15 @@ def test_parity_failure_names_family_shape_diff_and_tolerance(bert_model_dir, tm
     family = get_family("bert")
 
     @contextlib.contextmanager
-    def wrong_numbers(self, model):  # a broken "patch": the exported classifier has a shifted bias
+    def wrong_numbers(self, model):  # a broken "patch": the exported classifier's output layer has a shifted bias
+        output_layer = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
         with torch.no_grad():
-            model.classifier.bias += 1.0
+            output_layer.bias += 1.0
         try:
             yield
         finally:
             with torch.no_grad():
-                model.classifier.bias -= 1.0
+                output_layer.bias -= 1.0
 
     monkeypatch.setattr(type(family), "export_patches", wrong_numbers)
     (tmp_path / "out").mkdir()
@@ -239,3 +240,27 @@ def test_stage_script_exports_paths_model_to_paths_onnx(xlnet_model_dir, tmp_pat
     assert info["exporter"] == "torchscript"  # params.yaml overrides the family's dynamo
     assert not {n.op_type for n in onnx.load(str(tmp_path / "artifacts/onnx/xlnet/model.onnx")).graph.node} \
         & FORBIDDEN_IN_XLNET
+
+
+def test_pre_layer_norm_bert_exports_with_parity_and_fuses_its_attention(tmp_path):
+    """model.layer_norm {bert: pre}: transformers' RobertaPreLayerNorm classifier exports like BERT (positions
+    offset by the padding id, so the longest parity shape is the table size less pad_token_id + 1), and ORT
+    fuses its attention, LayerNorms and GELU."""
+    from pipeline.config import ModelConfig, OptimizeConfig, TokenizerConfig
+    from pipeline.export.optimize import GateData, optimize_onnx
+    from pipeline.random_model import save_random_classifier
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(review_texts()) + "\n", encoding="utf-8")
+    shape = ModelConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=64, layer_norm={"bert": "pre"})
+    folder = save_random_classifier("bert", shape, corpus, tmp_path / "model", TokenizerConfig(vocab_size=500))
+    export_onnx(folder, tmp_path / "onnx", texts=review_texts()[:60])
+    assert json.loads((tmp_path / "onnx" / "config.json").read_text())["model_type"] == "roberta-prelayernorm"
+    parity = json.loads((tmp_path / "onnx" / "export.json").read_text())["parity"]
+    assert max(r["sequence"] for r in parity["shapes"]) == 64 and parity["max_abs_diff"] <= parity["atol"]
+    gate = GateData(review_texts()[:32], [i % 2 for i in range(32)], review_texts()[:8])
+    optimize_onnx(tmp_path / "onnx", ["fused"], OptimizeConfig(max_f1_drop=100.0), gate,
+                  out_dir_of=lambda name: tmp_path / name)
+    fused = {n.op_type for n in onnx.load(str(tmp_path / "fused" / "model.onnx")).graph.node}
+    assert {"Attention", "SkipLayerNormalization", "BiasGelu"} <= fused, fused

@@ -10,7 +10,7 @@ from import_graph import REPO, direct_imports, module_file, module_name
 
 # shared leaves: they import only each other (trt_common: the types TensorRT's builder and runner share)
 LEAVES = {"pipeline", "pipeline.errors", "pipeline.io", "pipeline.paths", "pipeline.trt_common", "pipeline.cuda_timing",
-          "pipeline.venvs", "pipeline.cli_base"}
+          "pipeline.venvs", "pipeline.cli_base", "pipeline.model_limits"}
 
 
 def _modules(folder: str) -> list:

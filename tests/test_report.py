@@ -70,3 +70,36 @@ def test_pareto_front_keeps_points_nothing_beats():
 def test_report_command_without_an_evaluation_says_what_to_run(tmp_path):
     proc = run_cli("report", "--params", str(REPO / "params.yaml"), cwd=tmp_path)
     assert proc.returncode == 2 and "run the evaluate stage first" in proc.stderr
+
+
+def test_pretraining_accuracy_sits_next_to_what_it_must_beat():
+    from pipeline.report import _objective_cell
+
+    cell = _objective_cell({"heldout/mlm_accuracy": 0.12, "heldout/nsp_accuracy": 0.5, "heldout/unigram_accuracy":
+                            0.055, "probe/nsp_tfidf_cosine_accuracy": 0.68, "heldout/mlm_loss": 5.9})
+    assert cell == "mlm 0.120 (unigram 0.055), nsp 0.500 (chance 0.5; TF-IDF probe 0.680)"
+    assert _objective_cell({"heldout/plm_accuracy": 0.08, "heldout/unigram_accuracy": 0.04}) == "plm 0.080 (unigram 0.040)"
+
+
+def test_recommendation_weighs_the_baseline_and_the_ablation():
+    """The pick among pretrained models is not shipped when the TF-IDF baseline or the random-init ablation is
+    significantly more accurate; it is when neither is."""
+    from pipeline.report import recommendation
+
+    ok = {"status": "ok"}
+    quality = {"bert": {"onnxruntime": {**ok, "accuracy": 0.73}}, "tfidf-baseline": {"sklearn": {**ok, "accuracy": 0.80}},
+               "bert-random-init": {"pytorch": {**ok, "accuracy": 0.77}}}
+    latency = {"bert": {"onnxruntime": {"real": {"p50_ms": 2.0}}}}
+
+    def pair(low, high):
+        return {"status": "ok", "accuracy": {"difference": (low + high) / 2, "ci_low": low, "ci_high": high,
+                                             "confidence": 0.95}}
+
+    worse = {"bert_vs_tfidf-baseline": pair(-0.10, -0.04), "bert_vs_bert-random-init": pair(-0.07, -0.01)}
+    text = recommendation(quality, latency, worse)
+    assert text.startswith("ship **tfidf-baseline**, not a pretrained model")
+    assert "TF-IDF baseline is more accurate (0.800" in text and "from random init (the ablation)" in text
+    only_ablation = {**worse, "bert_vs_tfidf-baseline": pair(-0.05, 0.01)}
+    assert recommendation(quality, latency, only_ablation).startswith("ship **bert-random-init**")
+    even = {"bert_vs_tfidf-baseline": pair(-0.05, 0.01), "bert_vs_bert-random-init": pair(-0.02, 0.03)}
+    assert recommendation(quality, latency, even).startswith("ship **bert on onnxruntime**")

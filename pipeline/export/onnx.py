@@ -30,6 +30,7 @@ from pipeline.errors import BilmError
 from pipeline.export.lint import lint_tensorrt
 from pipeline.families import Family, OnnxSpec, family_of_config
 from pipeline.io import atomic_dir, read_jsonl, write_json
+from pipeline.model_limits import position_limit
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +114,14 @@ def inspect_model_dir(model_dir: str | Path) -> tuple[Family, Any]:
 
 def load_classifier(model_dir: str | Path) -> tuple[Family, torch.nn.Module, Any]:
     """(family, model in eval mode, fast tokenizer) of a fine-tuned folder."""
-    family, _ = inspect_model_dir(model_dir)
+    family, config = inspect_model_dir(model_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as exc:
         raise ExportError(f"{model_dir} has no loadable tokenizer ({exc}); save the tokenizer next to the "
                           f"model with tokenizer.save_pretrained") from None
     # eager attention: the plain MatMul/Softmax pattern that ORT's transformer fusions recognise
-    model = family.classifier_class.from_pretrained(model_dir, attn_implementation="eager")
+    model = family.classifier_for(config).from_pretrained(model_dir, attn_implementation="eager")
     return family, model.eval(), tokenizer
 
 
@@ -202,9 +203,9 @@ def graph_signature(model: onnx.ModelProto) -> dict[str, Any]:
 # --- parity --------------------------------------------------------------------------------------------
 def max_parity_length(tokenizer, config) -> int:
     """The longest sequence checked: min(tokenizer max, config max positions if any, 512)."""
-    limits = [MAX_PARITY_LENGTH, getattr(config, "max_position_embeddings", None),
+    limits = [MAX_PARITY_LENGTH, position_limit(config.to_dict()),
               tokenizer.model_max_length if tokenizer.model_max_length < 10 ** 6 else None]
-    return min(n for n in limits if n and n > 0)  # XLNet reports max_position_embeddings = -1: unbounded
+    return min(n for n in limits if n and n > 0)
 
 
 def parity_shapes(max_length: int) -> list[tuple[int, int]]:

@@ -31,6 +31,7 @@ import numpy as np
 from pipeline.config import EngineConfig, EngineProfile, EngineTolerance
 from pipeline.export.lint import format_findings, lint_tensorrt
 from pipeline.io import atomic_dir, read_json, write_json
+from pipeline.model_limits import position_limit
 from pipeline.trt_common import (INPUTS, MIN_SEQUENCE, EngineError, Profile, compat_problem,  # noqa: F401
                                  compute_capability, engine_name, pad_columns, pad_to_profile, parse_engine_name,
                                  pick_profile,
@@ -83,7 +84,8 @@ def model_max_positions(onnx_dir: str | Path) -> tuple[int | None, str]:
     limits = []
     for file, key in (("config.json", "max_position_embeddings"), ("tokenizer_config.json", "model_max_length")):
         path = onnx_dir / file
-        value = read_json(path).get(key) if path.is_file() else None
+        content = read_json(path) if path.is_file() else {}
+        value = position_limit(content) if key == "max_position_embeddings" else content.get(key)
         if isinstance(value, (int, float)) and 0 < value < 10 ** 6:
             limits.append((int(value), f"{key} in {path}"))
     return min(limits) if limits else (None, "no limit")

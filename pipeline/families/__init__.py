@@ -45,7 +45,7 @@ def family_of_config(config) -> Family:
     """The family whose classifier matches a transformers config's model_type."""
     _load_all()
     for family in _REGISTRY.values():
-        if family.classifier_class.config_class.model_type == config.model_type:
+        if config.model_type in family.model_types:
             return family
     raise UnknownFamilyError(f"no registered family handles model_type {config.model_type!r}; "
                    f"known families: {', '.join(sorted(_REGISTRY))}")

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Iterator
 
 import torch
 
-from pipeline.config import ModelConfig, PretrainConfig, TokenizerConfig
+from pipeline.config import ConfigError, ModelConfig, PretrainConfig, TokenizerConfig
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,10 @@ class Family:
     """Base class: the config builder, tokenizer recipe, pretraining model + data, classifier and export spec."""
 
     name: ClassVar[str]
-    classifier_class: ClassVar[type]  # a transformers *ForSequenceClassification class
+    # transformers *ForSequenceClassification classes, one per config class build_config can return; the first
+    # is the family's own
+    classifier_classes: ClassVar[tuple[type, ...]]
+    dropout_keys: ClassVar[tuple[str, ...]]  # the config keys of the encoder's dropout probabilities
     onnx: ClassVar[OnnxSpec] = OnnxSpec()
     pretraining_objectives: ClassVar[tuple[str, ...]]  # e.g. ("mlm", "nsp"); names of logged losses
 
@@ -58,10 +61,36 @@ class Family:
         """A transformers config for this family, with the vocabulary and special ids of `tokenizer`."""
         raise NotImplementedError
 
-    def pretraining_model(self, config) -> torch.nn.Module:
-        """A transformers PreTrainedModel whose forward returns a dict with `loss`, one `<objective>_loss`
-        per objective and `<objective>_correct` / `<objective>_total` counts for held-out accuracy."""
+    @property
+    def model_types(self) -> tuple[str, ...]:
+        """The transformers model_type values of this family's configs."""
+        return tuple(c.config_class.model_type for c in self.classifier_classes)
+
+    def classifier_for(self, config) -> type:
+        """The classifier class for a config of this family (from build_config or a checkpoint's config.json)."""
+        for cls in self.classifier_classes:
+            if cls.config_class.model_type == config.model_type:
+                return cls
+        raise ConfigError(f"family {self.name!r} has no classifier for model_type {config.model_type!r}; it "
+                          f"handles {', '.join(self.model_types)}")
+
+    def pretraining_class(self, config) -> type:
+        """A transformers PreTrainedModel class for `config` whose forward returns a dict with `loss`, one
+        `<objective>_loss` per objective and `<objective>_correct` / `<objective>_total` counts for held-out
+        accuracy. Its `from_pretrained` continues pretraining from a checkpoint (pretrain.init)."""
         raise NotImplementedError
+
+    def pretraining_model(self, config) -> torch.nn.Module:
+        """A new pretraining model (random weights from torch's current seed)."""
+        return self.pretraining_class(config)(config)
+
+    def weigh_objectives(self, model: torch.nn.Module, cfg: PretrainConfig) -> None:
+        """Apply the pretrain section's loss weights to a pretraining model (default: a single objective)."""
+
+    def initialize(self, model: torch.nn.Module, cfg: PretrainConfig) -> None:
+        """What a new model (pretraining from scratch, or the random-init classifier, so that the ablation differs
+        from the pretrained arm by the pretraining alone) gets beyond its class's own initialisation, from the
+        pretrain section. Default: nothing."""
 
     def pretraining_examples(self, texts: list[str], tokenizer, cfg: PretrainConfig, n_examples: int,
                              seed: int) -> list[dict[str, Any]]:
@@ -70,6 +99,11 @@ class Family:
 
     def pretraining_collator(self, tokenizer, cfg: PretrainConfig):
         raise NotImplementedError
+
+    def pretraining_probes(self, train: list[dict], heldout: list[dict], tokenizer) -> dict[str, float]:
+        """Model-free sanity figures for the pretraining data, e.g. whether its labels are learnable at all
+        (`probe/<name>` metrics). Default: none."""
+        return {}
 
     # --- export --------------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -6,11 +6,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import (BertConfig, BertForPreTraining, BertForSequenceClassification, BertTokenizer,
-                          DataCollatorForLanguageModeling)
+                          DataCollatorForLanguageModeling, RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM,
+                          RobertaPreLayerNormForSequenceClassification, RobertaPreLayerNormModel)
 
 from pipeline.config import ConfigError, ModelConfig, PretrainConfig, TokenizerConfig
 from pipeline.families import register
@@ -31,28 +33,67 @@ def _accuracy_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
     return correct, torch.tensor(labels.numel(), device=labels.device)
 
 
+def _mlm_nsp_outputs(mlm_logits: torch.Tensor, mlm_labels: torch.Tensor, nsp_logits: torch.Tensor,
+                     nsp_labels: torch.Tensor, nsp_weight: float) -> dict[str, torch.Tensor]:
+    """The pretraining loss (MLM + nsp_weight x NSP) and the per-objective losses and accuracy counts.
+    mlm_logits: [n_masked, vocab], nsp_logits: [batch, 2]."""
+    nsp_labels = nsp_labels.view(-1)
+    mlm_loss = F.cross_entropy(mlm_logits, mlm_labels) if mlm_labels.numel() else mlm_logits.sum() * 0
+    nsp_loss = F.cross_entropy(nsp_logits, nsp_labels)
+    mlm_correct, mlm_total = _accuracy_counts(mlm_logits, mlm_labels)
+    nsp_correct, nsp_total = _accuracy_counts(nsp_logits, nsp_labels)
+    return {"loss": mlm_loss + nsp_weight * nsp_loss, "mlm_loss": mlm_loss.detach(), "nsp_loss": nsp_loss.detach(),
+            "mlm_correct": mlm_correct, "mlm_total": mlm_total, "nsp_correct": nsp_correct, "nsp_total": nsp_total}
+
+
 class BertForPreTrainingAtMasked(BertForPreTraining):
-    """BertForPreTraining whose MLM head runs only at the masked positions (about 15% of tokens).
+    """BertForPreTraining whose MLM head runs only at the masked positions (pretrain.mlm_probability of the tokens).
 
     The vocabulary projection is the largest matrix in a small BERT; skipping it at the 85% of positions
     that carry no label roughly halves a small model's step time. Weights and checkpoint keys are those of
     BertForPreTraining, so `from_pretrained` loads the folder into any BERT class.
     """
 
+    nsp_weight = 1.0  # set by the pretrain stage (pretrain.nsp_weight); not saved with the model
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
                 next_sentence_label=None, **_: Any) -> dict[str, torch.Tensor]:
         out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         selected = labels != -100  # [batch, seq] bool
-        mlm_logits = self.cls.predictions(out.last_hidden_state[selected])  # [n_masked, vocab]
-        nsp_logits = self.cls.seq_relationship(out.pooler_output)  # [batch, 2]
-        mlm_labels, nsp_labels = labels[selected], next_sentence_label.view(-1)
-        mlm_loss = F.cross_entropy(mlm_logits, mlm_labels) if mlm_labels.numel() else mlm_logits.sum() * 0
-        nsp_loss = F.cross_entropy(nsp_logits, nsp_labels)
-        mlm_correct, mlm_total = _accuracy_counts(mlm_logits, mlm_labels)
-        nsp_correct, nsp_total = _accuracy_counts(nsp_logits, nsp_labels)
-        return {"loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss.detach(), "nsp_loss": nsp_loss.detach(),
-                "mlm_correct": mlm_correct, "mlm_total": mlm_total,
-                "nsp_correct": nsp_correct, "nsp_total": nsp_total}
+        return _mlm_nsp_outputs(self.cls.predictions(out.last_hidden_state[selected]), labels[selected],
+                                self.cls.seq_relationship(out.pooler_output), next_sentence_label, self.nsp_weight)
+
+
+class PreLNBertForPreTrainingAtMasked(RobertaPreLayerNormForMaskedLM):
+    """Pre-LayerNorm BERT with BERT's objectives: transformers' pre-LN encoder (RobertaPreLayerNorm: LayerNorm
+    before each sublayer and once at the top), its MLM head (at masked positions only, as above), a pooler and
+    an NSP head. Saved as RobertaPreLayerNormForMaskedLM (the pooler and NSP head ride along), so the folder
+    loads into RobertaPreLayerNormForSequenceClassification and AutoModelForMaskedLM."""
+
+    nsp_weight = 1.0
+
+    def __init__(self, config: RobertaPreLayerNormConfig):
+        super().__init__(config)
+        self.roberta_prelayernorm = RobertaPreLayerNormModel(config, add_pooling_layer=True)  # pooler: NSP input
+        self.seq_relationship = torch.nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                next_sentence_label=None, **_: Any) -> dict[str, torch.Tensor]:
+        out = self.roberta_prelayernorm(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        selected = labels != -100
+        return _mlm_nsp_outputs(self.lm_head(out.last_hidden_state[selected]), labels[selected],
+                                self.seq_relationship(out.pooler_output), next_sentence_label, self.nsp_weight)
+
+
+def sinusoidal_positions(positions: int, hidden: int) -> torch.Tensor:
+    """Vaswani et al.'s [positions, hidden] table: sin/cos pairs at geometric wavelengths; entries in [-1, 1]
+    (per-dimension sd 1/sqrt(2): times initializer_range x sqrt(2) it has the word embeddings' sd)."""
+    position = torch.arange(positions, dtype=torch.float32)[:, None]
+    rate = torch.exp(torch.arange(0, hidden, 2, dtype=torch.float32) * (-torch.log(torch.tensor(1e4)) / hidden))
+    table = torch.zeros(positions, hidden)
+    table[:, 0::2], table[:, 1::2] = torch.sin(position * rate), torch.cos(position * rate[: hidden // 2])
+    return table
 
 
 def _split_sentences(text: str) -> list[str]:
@@ -81,7 +122,10 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Rand
 @register
 class Bert(Family):
     name = "bert"
-    classifier_class = BertForSequenceClassification
+    # post-LN (model.layer_norm.bert: post): BERT itself; pre-LN: transformers' RobertaPreLayerNorm classes, which
+    # take BERT's WordPiece tokenizer and segment ids as they are
+    classifier_classes = (BertForSequenceClassification, RobertaPreLayerNormForSequenceClassification)
+    dropout_keys = ("hidden_dropout_prob", "attention_probs_dropout_prob")
     # torchscript: ORT's BERT optimizer fuses its graph into Attention + EmbedLayerNormalization; the dynamo
     # graph has the same numbers but its attention is not fused
     onnx = OnnxSpec(exporter="torchscript", opset=17, ort_model_type="bert",
@@ -104,19 +148,37 @@ class Bert(Family):
         # BertTokenizer builds the standard BERT pipeline ([CLS] A [SEP] B [SEP], segment ids) on this vocab
         return BertTokenizer(vocab=tok.get_vocab(), do_lower_case=cfg.lowercase, model_max_length=cfg.model_max_length)
 
-    def build_config(self, shape: ModelConfig, tokenizer, **extra: Any) -> BertConfig:
-        return BertConfig(
-            vocab_size=len(tokenizer), hidden_size=shape.hidden_size, num_hidden_layers=shape.num_hidden_layers,
-            num_attention_heads=shape.num_attention_heads, intermediate_size=shape.intermediate_size,
-            max_position_embeddings=shape.max_position_embeddings, hidden_dropout_prob=shape.dropout,
-            attention_probs_dropout_prob=shape.dropout, pad_token_id=tokenizer.pad_token_id, **extra)
+    def build_config(self, shape: ModelConfig, tokenizer, **extra: Any) -> BertConfig | RobertaPreLayerNormConfig:
+        common = dict(vocab_size=len(tokenizer), hidden_size=shape.hidden_size,
+                      num_hidden_layers=shape.num_hidden_layers, num_attention_heads=shape.num_attention_heads,
+                      intermediate_size=shape.intermediate_size, hidden_dropout_prob=shape.dropout,
+                      attention_probs_dropout_prob=shape.dropout, initializer_range=shape.initializer_range,
+                      pad_token_id=tokenizer.pad_token_id, **extra)
+        if shape.layer_norm.get(self.name, "post") == "post":
+            return BertConfig(max_position_embeddings=shape.max_position_embeddings, **common)
+        # RoBERTa-style position ids count from pad_token_id + 1, so the table has pad_token_id + 1 more rows
+        return RobertaPreLayerNormConfig(
+            max_position_embeddings=shape.max_position_embeddings + tokenizer.pad_token_id + 1, type_vocab_size=2,
+            bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id, **common)
 
     def top_modules(self, model: torch.nn.Module, num_layers: int) -> list[torch.nn.Module]:
-        layers = list(model.bert.encoder.layer)[-num_layers:] if num_layers else []
-        return layers + ([model.bert.pooler] if model.bert.pooler is not None else [])
+        encoder = model.base_model
+        layers = list(encoder.encoder.layer)[-num_layers:] if num_layers else []
+        return layers + ([encoder.pooler] if getattr(encoder, "pooler", None) is not None else [])
 
-    def pretraining_model(self, config: BertConfig) -> BertForPreTrainingAtMasked:
-        return BertForPreTrainingAtMasked(config)
+    def pretraining_class(self, config: BertConfig | RobertaPreLayerNormConfig) -> type:
+        if config.model_type == RobertaPreLayerNormConfig.model_type:
+            return PreLNBertForPreTrainingAtMasked
+        return BertForPreTrainingAtMasked
+
+    def weigh_objectives(self, model: torch.nn.Module, cfg: PretrainConfig) -> None:
+        model.nsp_weight = cfg.nsp_weight
+
+    def initialize(self, model: torch.nn.Module, cfg: PretrainConfig) -> None:
+        if cfg.position_init == "sinusoidal":
+            table = model.base_model.embeddings.position_embeddings.weight  # [positions, hidden]
+            with torch.no_grad():
+                table.copy_(sinusoidal_positions(*table.shape) * model.config.initializer_range * 2 ** 0.5)
 
     def pretraining_examples(self, texts: list[str], tokenizer, cfg: PretrainConfig, n_examples: int,
                              seed: int) -> list[dict[str, Any]]:
@@ -153,8 +215,33 @@ class Bert(Family):
         return {"input_ids": ids, "token_type_ids": types, "attention_mask": [1] * len(ids),
                 "next_sentence_label": int(is_random_next)}
 
+    def pretraining_probes(self, train: list[dict], heldout: list[dict], tokenizer) -> dict[str, float]:
+        """The NSP probe: logistic regression on one feature, the TF-IDF cosine of A and B (token ids as words),
+        fitted on the training pairs and scored on the held-out ones. Above chance (0.5) means the pairs carry
+        a signal a bag of words finds; NSP at chance with a probe above it means the model misses it."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        def halves(rows: list[dict]) -> tuple[list[str], list[str], list[int]]:
+            a, b = [], []
+            for row in rows:
+                ids, cut = row["input_ids"], row["token_type_ids"].index(1)  # [CLS] A [SEP] | B [SEP]
+                a.append(" ".join(map(str, ids[1: cut - 1])))
+                b.append(" ".join(map(str, ids[cut: -1])))
+            return a, b, [row["next_sentence_label"] for row in rows]
+
+        train_a, train_b, train_y = halves(train)
+        vectorizer = TfidfVectorizer(token_pattern=r"\S+").fit(train_a + train_b)
+
+        def cosine(a: list[str], b: list[str]) -> np.ndarray:  # rows are L2-normalised: the dot is the cosine
+            return np.asarray(vectorizer.transform(a).multiply(vectorizer.transform(b)).sum(1))
+
+        probe = LogisticRegression().fit(cosine(train_a, train_b), train_y)
+        held_a, held_b, held_y = halves(heldout)
+        return {"probe/nsp_tfidf_cosine_accuracy": float(probe.score(cosine(held_a, held_b), held_y))}
+
     def pretraining_collator(self, tokenizer, cfg: PretrainConfig) -> DataCollatorForLanguageModeling:
-        # 15% of tokens are selected; of those 80% -> [MASK], 10% -> random token, 10% unchanged
+        # pretrain.mlm_probability of the tokens are selected; of those 80% -> [MASK], 10% -> random token, 10% unchanged
         return DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=cfg.mlm_probability,
                                                mask_replace_prob=0.8, random_replace_prob=0.1,
                                                pad_to_multiple_of=8)

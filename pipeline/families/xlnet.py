@@ -73,7 +73,8 @@ class CompactPermutationCollator(DataCollatorForPermutationLanguageModeling):
 @register
 class XLNet(Family):
     name = "xlnet"
-    classifier_class = XLNetForSequenceClassification
+    classifier_classes = (XLNetForSequenceClassification,)
+    dropout_keys = ("dropout",)
     # dynamo: with export_patches both exporters give the same numbers; dynamo's graph is a third the size
     # (no Constant/Identity/shape chains). Stock XLNet fails in dynamo (int64 `1.0 - attention_mask`).
     # optimization: XLNet's attention is built in export_patches (_FastRelAttention, end of this file);
@@ -104,9 +105,13 @@ class XLNet(Family):
                               model_input_names=["input_ids", "token_type_ids", "attention_mask"])
 
     def build_config(self, shape: ModelConfig, tokenizer, **extra: Any) -> XLNetConfig:
+        if shape.layer_norm.get(self.name, "post") != "post":
+            raise ConfigError("model.layer_norm.xlnet: transformers' XLNet is post-LayerNorm only; set it to post "
+                              "or leave xlnet out of model.layer_norm")
         return XLNetConfig(
             vocab_size=len(tokenizer), d_model=shape.hidden_size, n_layer=shape.num_hidden_layers,
             n_head=shape.num_attention_heads, d_inner=shape.intermediate_size, dropout=shape.dropout,
+            initializer_range=shape.initializer_range,
             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, mem_len=None, use_mems_train=False, **extra)
 
@@ -114,8 +119,8 @@ class XLNet(Family):
         # the sequence summary is new in every classifier already; only the top layers need a fresh start
         return list(model.transformer.layer)[-num_layers:] if num_layers else []
 
-    def pretraining_model(self, config: XLNetConfig) -> XLNetLMHeadModelAtTargets:
-        return XLNetLMHeadModelAtTargets(config)
+    def pretraining_class(self, config: XLNetConfig) -> type:
+        return XLNetLMHeadModelAtTargets
 
     def pretraining_examples(self, texts: list[str], tokenizer, cfg: PretrainConfig, n_examples: int,
                              seed: int) -> list[dict[str, Any]]:

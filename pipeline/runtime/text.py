@@ -14,6 +14,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from pipeline.errors import BilmError
+from pipeline.model_limits import position_limit
 
 
 class PredictorError(BilmError, RuntimeError):
@@ -64,7 +65,7 @@ class TextEncoder:
     @staticmethod
     def _max_length(tok_cfg: dict, config: dict) -> int:
         # the tokenizer's limit, and the model's own position limit where it has one (BERT, not XLNet)
-        limits = [tok_cfg.get("model_max_length"), config.get("max_position_embeddings")]
+        limits = [tok_cfg.get("model_max_length"), position_limit(config)]
         limits = [int(n) for n in limits if isinstance(n, (int, float)) and 0 < n < 10 ** 6]
         return min(limits) if limits else 512
 
@@ -95,3 +96,4 @@ class TextEncoder:
             cols = slice(length - len(item.ids), length) if self.padding_side == "left" else slice(0, len(item.ids))
             ids[row, cols], types[row, cols], mask[row, cols] = item.ids, item.type_ids, 1
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+

@@ -1,0 +1,360 @@
+"""curves@FAMILY: label-scarce learning curves. Fine-tune on nested, stratified subsets of the train split
+(`curves.sizes`, plus the whole split with `curves.include_all`), from the pretrained model and from random
+init, for each of `curves.seeds`; fit the TF-IDF baseline on the same subsets. Validation (epoch selection)
+and test (scoring) are the full splits, as in the finetune stage.
+
+Outputs (artifacts/metrics/curves): FAMILY.json (per size and arm: accuracy and macro-F1 mean, sd and per
+seed; pretrained - random with a seed-and-item paired bootstrap CI; the TF-IDF row; where pretraining stops
+paying), plots/FAMILY/{pretrained,random,tfidf}.json (DVC plots, one line per arm), FAMILY.png, and
+predictions/FAMILY.json (every run's per-text predictions: the report pairs BERT and XLNet by seed on them).
+
+Each finished run's predictions are kept under artifacts/checkpoints/curves/FAMILY/runs with a fingerprint of
+what made it, so an interrupted stage resumes and skips them; the folder is removed when the stage finishes.
+The (all, finetune.seed) runs are the finetune@ and ablation@ stages' own runs when the params say so
+(`curves.reuse_stage_runs`): their predictions are read, not trained again.
+
+Cost of the defaults (4 sizes + all, 2 arms, 3 seeds: 30 runs per family, 2 of them reused): a subset run
+is about 170-190 optimizer steps (curves.min_steps) plus 6 validation passes and one test pass, an n = all run
+is a finetune@ run (672 steps). From the finetune stage's quiet 2-core figure (about 150 s for 672 steps,
+0.21 s a step) that is about 50 s a subset run and 150 s an n = all run: 24 x 50 s + 4 x 150 s, about 30
+minutes per family, an hour for both, which does not fit the 30-minute default `dvc repro` (an estimate, not
+a measurement: this machine was shared while it was written). Fewer seeds or sizes cut it proportionally;
+each run logs its seconds, and FAMILY.json holds the stage's `train_seconds`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.baseline import fit_selected
+from pipeline.config import ConfigError, CurvesConfig, Params
+from pipeline.data import read_split
+from pipeline.families import get_family
+from pipeline.finetune import resolve_init, train_and_score
+from pipeline.io import atomic_dir, read_json, write_json
+from pipeline.metrics import classification_metrics
+from pipeline.paths import Paths
+from pipeline.plotting import pyplot, save
+from pipeline.stats import seed_paired_bootstrap
+from pipeline.training import set_threads, show_progress
+
+log = logging.getLogger(__name__)
+ARMS = ("pretrained", "random")
+METRICS = ("accuracy", "f1_macro")
+ALL = "all"
+
+
+def check_config(cfg: CurvesConfig) -> None:
+    """Values that cannot make a curve, named by key, before any data is read or model trained."""
+    if not cfg.sizes and not cfg.include_all:
+        raise ConfigError("curves.sizes is empty and curves.include_all is false: no subset to train on; "
+                          "list sizes (e.g. [100, 250]) or set curves.include_all: true")
+    if any(n <= 0 for n in cfg.sizes) or any(b <= a for a, b in zip(cfg.sizes, cfg.sizes[1:])):
+        raise ConfigError(f"curves.sizes={cfg.sizes} must be positive and strictly increasing, e.g. [100, 250, 500]")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"curves.seeds={cfg.seeds} must list one or more distinct seeds, e.g. [42, 43, 44]")
+    if cfg.min_steps < 0:
+        raise ConfigError(f"curves.min_steps={cfg.min_steps} must be >= 0 (0: finetune.num_train_epochs alone)")
+
+
+def nested_subsets(labels: list[int], sizes: list[int], seed: int) -> list[np.ndarray]:
+    """Per size n, the train indices (in train order) of a stratified subset: one seeded permutation per class,
+    of which each subset takes the first max(1, round(n x class share)). Larger subsets contain smaller ones."""
+    labels_arr = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    orders = {c: rng.permutation(np.flatnonzero(labels_arr == c)) for c in sorted(set(labels))}
+    subsets = []
+    for n in sizes:
+        take = [order[:min(len(order), max(1, round(n * len(order) / len(labels))))] for order in orders.values()]
+        subsets.append(np.sort(np.concatenate(take)))
+    return subsets
+
+
+def plan_subsets(labels: list[int], cfg: CurvesConfig) -> dict[str, np.ndarray]:
+    """{"100": indices, ..., "all": every index}; a size that is not below the train split is an error."""
+    too_big = [n for n in cfg.sizes if n >= len(labels)]
+    if too_big:
+        raise ConfigError(f"curves.sizes {too_big} are not below the train split's {len(labels)} examples; "
+                          f"drop them (curves.include_all: true adds the whole split) or use more data")
+    subsets = dict(zip(map(str, cfg.sizes), nested_subsets(labels, cfg.sizes, cfg.subset_seed)))
+    if cfg.include_all:
+        subsets[ALL] = np.arange(len(labels))
+    return subsets
+
+
+def plan_epochs(n: int, params: Params) -> tuple[float, int]:
+    """(epochs, evaluate every N epochs) for a subset of n examples: at least `curves.min_steps` optimizer
+    steps; when that takes more than finetune.num_train_epochs, the run is a whole multiple of them, so it
+    still evaluates (and may pick) as many checkpoints as a plain run."""
+    cfg = params.finetune
+    needed = math.ceil(params.curves.min_steps / math.ceil(n / cfg.per_device_train_batch_size))
+    if needed <= cfg.num_train_epochs:
+        return cfg.num_train_epochs, 1
+    evaluations = math.ceil(cfg.num_train_epochs)
+    every = math.ceil(needed / evaluations)
+    return float(every * evaluations), every
+
+
+@dataclass
+class Run:
+    arm: str
+    size: str  # a key of plan_subsets
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm}-n{self.size}-s{self.seed}"
+
+
+def _digest(*folders: Path) -> str:
+    """sha256 over the files of `folders` (names and bytes): the inputs a cached run was made from."""
+    h = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            h.update(str(path.relative_to(folder)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _fingerprint(run: Run, params: Params, epochs: tuple[float, int], inputs: str) -> dict:
+    return json.loads(json.dumps({
+        "run": dataclasses.asdict(run), "epochs": epochs, "inputs": inputs, "threads": params.threads,
+        "finetune": {**dataclasses.asdict(params.finetune), "seed": run.seed, "seeds": None, "init": None},
+        "model": dataclasses.asdict(params.model),
+        "subsets": [params.curves.sizes, params.curves.subset_seed],
+        "scoring": [params.evaluate.batch_size, params.evaluate.threads, params.evaluate.torch_device]}))
+
+
+def _reusable(run: Run, params: Params, paths: Paths, family: str, epochs: tuple[float, int]) -> Path | None:
+    """The finetune@/ablation@ predictions file that IS this run, when params guarantee it: the whole train
+    split, finetune.seed, the same epochs, deterministic training, and the stage's init the arm's (finetune.init
+    pretrained, finetune.ablation_init random)."""
+    cfg = params.finetune
+    same = (params.curves.reuse_stage_runs and run.size == ALL and run.seed == cfg.seed and cfg.full_determinism
+            and epochs == (cfg.num_train_epochs, 1)
+            and (cfg.ablation_init if run.arm == "random" else cfg.init) == ("random" if run.arm == "random"
+                                                                             else "pretrained"))
+    stage = "finetune" if run.arm == "pretrained" else "finetune_random_init"
+    path = paths.metrics(stage, family) / "predictions.json"
+    return path if same and path.is_file() else None
+
+
+@dataclass
+class Inputs:
+    """What every run of one family reads."""
+
+    family: str
+    train: tuple[list[str], list[int]]
+    validation: tuple[list[str], list[int]]
+    test: tuple[list[str], list[int]]
+    id2label: dict[int, str]
+    subsets: dict[str, np.ndarray]
+    sources: dict[str, str | None]  # arm -> from_pretrained source (None: random init)
+    digests: dict[str, str]  # arm -> digest of the model, tokenizer and data folders
+
+    def subset(self, size: str) -> tuple[list[str], list[int]]:
+        texts, labels = self.train
+        return [texts[i] for i in self.subsets[size]], [labels[i] for i in self.subsets[size]]
+
+
+def load_inputs(family: str, params: Params, paths: Paths) -> Inputs:
+    check_config(params.curves)
+    source = resolve_init("pretrained", get_family(family), paths)
+    train = read_split("train", paths)
+    id2label = {i: label for label, i in read_json(paths.label_map).items()}
+    data_digest = _digest(paths.data)
+    digests = {"pretrained": _digest(paths.pretrained(family)) + data_digest,
+               "random": _digest(paths.tokenizer(family)) + data_digest}
+    return Inputs(family, train, read_split("validation", paths), read_split("test", paths), id2label,
+                  plan_subsets(train[1], params.curves), {"pretrained": source, "random": None}, digests)
+
+
+def run_one(run: Run, inputs: Inputs, params: Params, paths: Paths) -> dict:
+    """{"predicted": [n_test] ids, "seconds", "source"}: read from the stage run or the resume cache if there
+    is one, else trained (checkpoints in a temporary folder that is removed)."""
+    epochs = plan_epochs(len(inputs.subsets[run.size]), params)
+    reused = _reusable(run, params, paths, inputs.family, epochs)
+    if reused is not None:
+        label2id = {label: i for i, label in inputs.id2label.items()}
+        return {"predicted": [label2id[r["predicted"]] for r in read_json(reused)], "seconds": 0.0,
+                "source": str(reused)}
+    cache = paths.checkpoints("curves", inputs.family) / "runs" / f"{run.name}.json"
+    fingerprint = _fingerprint(run, params, epochs, inputs.digests[run.arm])
+    if cache.is_file() and (cached := read_json(cache)).get("fingerprint") == fingerprint:
+        return {**cached["result"], "source": "resumed"}
+    run_params = dataclasses.replace(params, finetune=dataclasses.replace(params.finetune, seed=run.seed))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=cache.parent.parent, prefix="run-") as work:
+        _, _, predicted = train_and_score(inputs.family, run_params, paths, inputs.sources[run.arm],
+                                          inputs.subset(run.size), Path(work), *epochs)
+    result = {"predicted": [int(p) for p in predicted], "seconds": time.perf_counter() - start,
+              "epochs": epochs[0]}
+    write_json(cache, {"fingerprint": fingerprint, "result": result})
+    return {**result, "source": "trained"}
+
+
+def run_all(inputs: Inputs, params: Params, paths: Paths) -> dict[str, dict]:
+    """Every run, smallest subsets first, logged one line each, with a progress bar on a terminal."""
+    from tqdm.auto import tqdm
+
+    runs = [Run(arm, size, seed) for size in inputs.subsets for seed in params.curves.seeds for arm in ARMS]
+    gold = inputs.test[1]
+    results = {}
+    with tqdm(total=len(runs), desc=f"curves@{inputs.family}", unit="run", disable=not show_progress()) as bar:
+        for run in runs:
+            result = results[run.name] = run_one(run, inputs, params, paths)
+            accuracy = float(np.mean(np.asarray(result["predicted"]) == np.asarray(gold)))
+            log.info("curves@%s %s n=%s seed %d: accuracy %.4f, %.0f s (%s)", inputs.family, run.arm,
+                     len(inputs.subsets[run.size]), run.seed, accuracy, result["seconds"], result["source"])
+            bar.update()
+    return results
+
+
+def tfidf_curve(inputs: Inputs, params: Params) -> dict[str, dict]:
+    """The TF-IDF baseline fitted on each subset (analyzer and C picked on validation): deterministic, one row
+    per size: accuracy, macro-F1, analyzer, C and the per-text predictions."""
+    rows = {}
+    x_test, y_test = inputs.test
+    for size in inputs.subsets:
+        vectorizer, model, best, _ = fit_selected(inputs.subset(size), inputs.validation, params.baseline,
+                                                  params.data.seed, inputs.id2label)
+        predicted = model.predict(vectorizer.transform(x_test))
+        m = classification_metrics(y_test, predicted, inputs.id2label)
+        rows[size] = {"accuracy": m["accuracy"], "f1_macro": m["f1_macro"], "analyzer": best["analyzer"],
+                      "C": best["C"], "predicted": [int(p) for p in predicted]}
+    return rows
+
+
+def _spread(values: list[float]) -> dict:
+    arr = np.asarray(values)
+    return {"mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
+
+
+def arm_summary(runs: list[list[int]], gold: list[int], seeds: list[int], id2label: dict[int, str]) -> dict:
+    """{metric: {mean, sd, seeds: {seed: value}}} over the runs of one arm at one size ([k, n_test] ids)."""
+    scores = [classification_metrics(gold, predicted, id2label) for predicted in runs]
+    return {m: {**_spread([s[m] for s in scores]), "seeds": {str(seed): s[m] for seed, s in zip(seeds, scores)}}
+            for m in METRICS}
+
+
+def size_summary(size: str, inputs: Inputs, results: dict, tfidf: dict, params: Params) -> dict:
+    """One point of the curve: both arms, their seed-paired difference with its CI, and TF-IDF."""
+    seeds, gold, ev = params.curves.seeds, inputs.test[1], params.evaluate
+    runs = {arm: [results[Run(arm, size, s).name]["predicted"] for s in seeds] for arm in ARMS}
+    row = {"n": int(len(inputs.subsets[size])), "epochs": plan_epochs(len(inputs.subsets[size]), params)[0]}
+    row.update({arm: arm_summary(runs[arm], gold, seeds, inputs.id2label) for arm in ARMS})
+    row["difference"] = {m: seed_paired_bootstrap(gold, runs["pretrained"], runs["random"], m, ev.bootstrap_samples,
+                                                  ev.seed, ev.confidence, sorted(inputs.id2label))
+                         for m in METRICS}
+    row["tfidf"] = {k: v for k, v in tfidf[size].items() if k != "predicted"}
+    return row
+
+
+def where_pretraining_pays(curve: dict[str, dict], metric: str) -> dict:
+    """pretraining_pays_up_to: the largest n up to which every CI of pretrained - random is above zero (None if
+    not at the smallest); stops_paying_at: the smallest n whose CI includes or is below zero (None: never)."""
+    pays_up_to = stops_at = None
+    for row in curve.values():
+        if row["difference"][metric]["ci_low"] > 0 and stops_at is None:
+            pays_up_to = row["n"]
+        elif stops_at is None:
+            stops_at = row["n"]
+    return {"pretraining_pays_up_to": pays_up_to, "stops_paying_at": stops_at}
+
+
+def summarize(inputs: Inputs, results: dict, tfidf: dict, params: Params) -> dict:
+    curve = {size: size_summary(size, inputs, results, tfidf, params) for size in inputs.subsets}
+    ev = params.evaluate
+    return {"family": inputs.family, "metric": "accuracy", **where_pretraining_pays(curve, "accuracy"),
+            "f1_macro": where_pretraining_pays(curve, "f1_macro"), "seeds": list(params.curves.seeds),
+            "train_size": len(inputs.train[1]), "test_size": len(inputs.test[1]),
+            "bootstrap": {"samples": ev.bootstrap_samples, "confidence": ev.confidence, "seed": ev.seed},
+            "reused_stage_runs": sorted(k for k, r in results.items() if r["source"].endswith("predictions.json")),
+            "train_seconds": round(sum(r["seconds"] for r in results.values()), 1), "curve": curve}
+
+
+def plot_rows(summary: dict) -> dict[str, list[dict]]:
+    """{arm: [{n, size, accuracy, accuracy_sd, f1_macro, f1_macro_sd}]}: one DVC plot file per arm, so that
+    `dvc plots show` draws one line per arm (x: n)."""
+    rows: dict[str, list[dict]] = {arm: [] for arm in (*ARMS, "tfidf")}
+    for size, point in summary["curve"].items():
+        for arm in ARMS:
+            rows[arm].append({"n": point["n"], "size": size, **{k: v for m in METRICS for k, v in (
+                (m, point[arm][m]["mean"]), (f"{m}_sd", point[arm][m]["sd"]))}})
+        rows["tfidf"].append({"n": point["n"], "size": size, **{m: point["tfidf"][m] for m in METRICS}})
+    return rows
+
+
+def plot_curves(summary: dict, out: Path) -> bool:
+    """Accuracy and macro-F1 vs n (log x): mean over seeds with a ±sd band per arm, TF-IDF dashed."""
+    plt = pyplot()
+    rows = plot_rows(summary)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric, title in zip(axes, METRICS, ("accuracy", "macro-F1")):
+        for color, arm in enumerate(ARMS):
+            n = [r["n"] for r in rows[arm]]
+            mean, sd = np.array([r[metric] for r in rows[arm]]), np.array([r[f"{metric}_sd"] for r in rows[arm]])
+            ax.plot(n, mean, marker="o", color=f"C{color}", label=f"{arm} init (mean ± sd)")
+            ax.fill_between(n, mean - sd, mean + sd, color=f"C{color}", alpha=0.2)
+        ax.plot([r["n"] for r in rows["tfidf"]], [r[metric] for r in rows["tfidf"]], "--", marker="s",
+                color="grey", label="TF-IDF baseline")
+        ax.set(xscale="log", xlabel="labelled train examples (log)", ylabel=f"test {title}",
+               title=f"{summary['family']}: {title} vs labels ({len(summary['seeds'])} seeds)")
+        ax.set_xticks([r["n"] for r in rows["tfidf"]], [r["size"] for r in rows["tfidf"]])
+        ax.minorticks_off()
+        ax.legend(fontsize=8)
+    return save(fig, out, plt)
+
+
+def write_outputs(summary: dict, results: dict, tfidf: dict, inputs: Inputs, paths: Paths) -> None:
+    root, family = paths.metrics("curves"), inputs.family
+    with atomic_dir(root / "plots" / family) as tmp:
+        for arm, rows in plot_rows(summary).items():
+            write_json(tmp / f"{arm}.json", rows)
+    runs = {arm: {size: {str(s): results[Run(arm, size, s).name]["predicted"] for s in summary["seeds"]}
+                  for size in inputs.subsets} for arm in ARMS}
+    write_json(root / "predictions" / f"{family}.json",
+               {"labels": [inputs.id2label[i] for i in sorted(inputs.id2label)], "gold": list(inputs.test[1]),
+                **runs, "tfidf": {size: row["predicted"] for size, row in tfidf.items()}})
+    plot_curves(summary, root / f"{family}.png")
+    write_json(root / f"{family}.json", summary)
+
+
+def learning_curves(family: str, params: Params, paths: Paths = Paths()) -> dict:
+    """The curves stage of one family (see the module docstring)."""
+    set_threads(params.threads)
+    inputs = load_inputs(family, params, paths)
+    tfidf = tfidf_curve(inputs, params)
+    results = run_all(inputs, params, paths)
+    summary = summarize(inputs, results, tfidf, params)
+    write_outputs(summary, results, tfidf, inputs, paths)
+    shutil.rmtree(paths.checkpoints("curves", family), ignore_errors=True)  # resume state of a finished stage
+    with contextlib.suppress(OSError):  # and its parent, once no other family's runs are in it
+        paths.checkpoints("curves", family).parent.rmdir()
+    return summary
+
+
+def summary_line(summary: dict) -> str:
+    """One line per size for the stage's output: accuracy mean ± sd per arm and the difference's CI."""
+    lines = []
+    for size, p in summary["curve"].items():
+        d = p["difference"]["accuracy"]
+        lines.append(f"n={p['n']}: pretrained {p['pretrained']['accuracy']['mean']:.3f} ± "
+                     f"{p['pretrained']['accuracy']['sd']:.3f}, random {p['random']['accuracy']['mean']:.3f} ± "
+                     f"{p['random']['accuracy']['sd']:.3f}, diff {100 * d['difference']:+.1f} pts "
+                     f"[{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}], tfidf {p['tfidf']['accuracy']:.3f}")
+    lines.append(f"pretraining pays up to n={summary['pretraining_pays_up_to']}, stops paying at "
+                 f"n={summary['stops_paying_at']}")
+    return "\n".join(lines)

@@ -1,0 +1,227 @@
+"""Label-scarce learning curves (pipeline/curves.py): nested stratified subsets, the epoch plan, the seed-paired
+bootstrap, config errors, and the stage on the tiny preset (outputs, reuse of the finetune/ablation runs,
+resume after an interruption)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from pipeline import curves
+from pipeline.config import ConfigError, CurvesConfig
+from pipeline.stats import paired_bootstrap, seed_paired_bootstrap
+
+
+def _with(params, **curves_values):
+    return dataclasses.replace(params, curves=dataclasses.replace(params.curves, **curves_values))
+
+
+def test_subsets_are_nested_stratified_and_seeded():
+    labels = [0] * 700 + [1] * 250 + [2] * 50  # shares 0.70 / 0.25 / 0.05
+    sizes = [10, 100, 250, 500]
+    subsets = curves.nested_subsets(labels, sizes, seed=42)
+    for small, large in zip(subsets, subsets[1:]):
+        assert set(small) < set(large)
+    for n, subset in zip(sizes, subsets):
+        counts = Counter(labels[i] for i in subset)
+        assert counts == {0: round(0.7 * n), 1: round(0.25 * n), 2: max(1, round(0.05 * n))}
+        assert list(subset) == sorted(subset)  # train order, as the finetune stage reads it
+    assert all((a == b).all() for a, b in zip(subsets, curves.nested_subsets(labels, sizes, seed=42)))
+    assert not (curves.nested_subsets(labels, sizes, seed=7)[1] == subsets[1]).all()
+
+
+def test_every_class_keeps_at_least_one_example():
+    labels = [0] * 990 + [1] * 10
+    (subset,) = curves.nested_subsets(labels, [20], seed=0)
+    assert Counter(labels[i] for i in subset) == {0: 20, 1: 1}
+
+
+def test_plan_adds_all_and_refuses_sizes_at_or_above_the_train_split():
+    labels = [0, 1] * 50
+    plan = curves.plan_subsets(labels, CurvesConfig(sizes=[10, 40], include_all=True))
+    assert list(plan) == ["10", "40", "all"] and len(plan["all"]) == 100
+    assert list(curves.plan_subsets(labels, CurvesConfig(sizes=[10], include_all=False))) == ["10"]
+    with pytest.raises(ConfigError, match=r"curves.sizes \[100\] are not below the train split's 100"):
+        curves.plan_subsets(labels, CurvesConfig(sizes=[10, 100]))
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"sizes": [100, 100]}, "curves.sizes"), ({"sizes": [250, 100]}, "curves.sizes"),
+    ({"sizes": [0, 10]}, "curves.sizes"), ({"seeds": []}, "curves.seeds"), ({"seeds": [1, 1]}, "curves.seeds"),
+    ({"min_steps": -1}, "curves.min_steps"), ({"sizes": [], "include_all": False}, "curves.include_all")])
+def test_bad_curves_params_are_errors_naming_the_key(values, message):
+    with pytest.raises(ConfigError, match=message):
+        curves.check_config(CurvesConfig(**values))
+
+
+def test_small_subsets_train_for_min_steps_with_as_many_evaluations(tiny_params):
+    params = dataclasses.replace(tiny_params, finetune=dataclasses.replace(
+        tiny_params.finetune, num_train_epochs=6.0, per_device_train_batch_size=32))
+    params = _with(params, min_steps=150)
+    # 100 examples: 4 steps an epoch, 38 epochs needed -> 6 evaluations 7 epochs apart (168 steps)
+    assert curves.plan_epochs(100, params) == (42.0, 7)
+    assert curves.plan_epochs(1000, params) == (6.0, 1)  # 32 steps an epoch: 6 epochs are 192 steps
+    assert curves.plan_epochs(3600, params) == (6.0, 1)  # the finetune stage's own run
+    assert curves.plan_epochs(100, _with(params, min_steps=0)) == (6.0, 1)
+
+
+def test_seed_paired_bootstrap_separates_a_real_difference_and_not_a_null_one():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    better = [np.where(rng.random(400) < 0.9, y, 1 - y) for _ in range(3)]  # about 90% accurate
+    worse = [np.where(rng.random(400) < 0.6, y, 1 - y) for _ in range(3)]  # about 60%
+    result = seed_paired_bootstrap(y, better, worse, "accuracy", samples=500)
+    assert result["ci_low"] > 0.2 and result["seeds"] == 3
+    assert result["difference"] == pytest.approx(np.mean([np.mean(b == y) - np.mean(w == y)
+                                                          for b, w in zip(better, worse)]))
+    same = seed_paired_bootstrap(y, better, better, "f1_macro", samples=500)
+    assert same["ci_low"] <= 0 <= same["ci_high"]
+    # two arms of one distribution, different draws: the CI holds zero
+    other = [np.where(rng.random(400) < 0.9, y, 1 - y) for _ in range(3)]
+    null = seed_paired_bootstrap(y, better, other, "accuracy", samples=500)
+    assert null["ci_low"] < 0 < null["ci_high"]
+
+
+def test_seed_variance_widens_the_interval_and_one_seed_is_the_plain_bootstrap():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    base = np.where(rng.random(300) < 0.8, y, 1 - y)
+    # seed 1: A far ahead; seed 2: B slightly ahead. Test-item resampling alone would not see the disagreement
+    a = [np.where(rng.random(300) < 0.95, y, 1 - y), base]
+    b = [base, np.where(rng.random(300) < 0.83, y, 1 - y)]
+    pooled = seed_paired_bootstrap(y, a, b, samples=1000)
+    items_only = paired_bootstrap(np.tile(y, 2), np.concatenate(a), np.concatenate(b), samples=1000)
+    assert pooled["ci_high"] - pooled["ci_low"] > items_only["ci_high"] - items_only["ci_low"]
+    single = seed_paired_bootstrap(y, [a[0]], [b[0]], "f1_macro", samples=300, seed=3)
+    assert {k: v for k, v in single.items() if k != "seeds"} == paired_bootstrap(y, a[0], b[0], "f1_macro",
+                                                                                   samples=300, seed=3)
+    with pytest.raises(ValueError, match="equal, non-empty lengths"):
+        seed_paired_bootstrap(y, a, b[:1])
+
+
+def _point(n, low, high):
+    return {"n": n, "difference": {"accuracy": {"ci_low": low, "ci_high": high}}}
+
+
+def test_where_pretraining_stops_paying():
+    curve = {"100": _point(100, 0.05, 0.1), "250": _point(250, 0.01, 0.2), "500": _point(500, -0.01, 0.05),
+             "all": _point(4000, 0.02, 0.04)}
+    assert curves.where_pretraining_pays(curve, "accuracy") == {"pretraining_pays_up_to": 250,
+                                                                "stops_paying_at": 500}
+    paying = {k: _point(p["n"], 0.01, 0.1) for k, p in curve.items()}
+    assert curves.where_pretraining_pays(paying, "accuracy") == {"pretraining_pays_up_to": 4000,
+                                                                 "stops_paying_at": None}
+    assert curves.where_pretraining_pays({"100": _point(100, -0.1, 0.1)}, "accuracy") == {
+        "pretraining_pays_up_to": None, "stops_paying_at": 100}
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_stage_on_the_tiny_preset_reuses_stage_runs_and_resumes(workdir, tiny_params, monkeypatch):
+    """bert only: pretrain, finetune and ablation first (the reused runs), then the curves stage, interrupted
+    after two trained runs and run again: it trains only the rest, and writes every output; then the reused
+    run trained again gives the same predictions."""
+    from pipeline.finetune import finetune
+    from pipeline.pretrain import pretrain
+
+    params = _with(tiny_params, sizes=[40], seeds=[42, 43], include_all=True, min_steps=6)
+    pretrain("bert", params, workdir)
+    finetune("bert", params, workdir)
+    finetune("bert", params, workdir, ablation=True)
+    real, calls = curves.train_and_score, []
+
+    def counted(*args, **kwargs):
+        calls.append(args[4][1])  # the subset's labels
+        if len(calls) == 3 and fail:
+            raise _Interrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(curves, "train_and_score", counted)
+    fail = True
+    with pytest.raises(_Interrupt):
+        curves.learning_curves("bert", params, workdir)
+    cached = sorted(p.name for p in (workdir.checkpoints("curves", "bert") / "runs").glob("*.json"))
+    assert cached == ["pretrained-n40-s42.json", "random-n40-s42.json"]
+    fail, calls[:] = False, []
+    summary = curves.learning_curves("bert", params, workdir)
+    # 4 runs left: n=40 seed 43 x 2 arms, n=all seed 43 x 2 arms; seed 42 at n=all is the stages' own runs
+    assert len(calls) == 4 and not workdir.checkpoints("curves", "bert").exists()
+    assert summary["reused_stage_runs"] == ["pretrained-nall-s42", "random-nall-s42"]
+    _check_outputs(workdir, summary, params)
+    # what makes the reuse honest: (all, finetune.seed) trained by the curves code gives the finetune stage's
+    # test predictions, item for item
+    monkeypatch.setattr(curves, "train_and_score", real)
+    inputs = curves.load_inputs("bert", params, workdir)
+    retrained = curves.run_one(curves.Run("pretrained", "all", params.finetune.seed), inputs,
+                               _with(params, reuse_stage_runs=False), workdir)
+    stage = json.loads((workdir.metrics("finetune", "bert") / "predictions.json").read_text())
+    assert retrained["source"] == "trained"
+    assert [inputs.id2label[p] for p in retrained["predicted"]] == [r["predicted"] for r in stage]
+
+
+def _check_outputs(paths, summary, params):
+    root = paths.metrics("curves")
+    assert json.loads((root / "bert.json").read_text()) == json.loads(json.dumps(summary))
+    assert list(summary["curve"]) == ["40", "all"] and summary["curve"]["all"]["n"] == summary["train_size"]
+    for point in summary["curve"].values():
+        for arm in curves.ARMS:
+            assert list(point[arm]["accuracy"]["seeds"]) == ["42", "43"]
+        d = point["difference"]["accuracy"]
+        assert d["ci_low"] <= d["difference"] <= d["ci_high"] and d["seeds"] == 2
+        assert 0 <= point["tfidf"]["accuracy"] <= 1
+    finetuned = json.loads((paths.metrics("finetune", "bert") / "test.json").read_text())
+    assert summary["curve"]["all"]["pretrained"]["accuracy"]["seeds"]["42"] == finetuned["accuracy"]
+    assert sorted(p.name for p in (root / "plots" / "bert").iterdir()) == ["pretrained.json", "random.json",
+                                                                           "tfidf.json"]
+    assert (root / "bert.png").stat().st_size > 0
+    predictions = json.loads((root / "predictions" / "bert.json").read_text())
+    assert len(predictions["pretrained"]["all"]["43"]) == summary["test_size"] == len(predictions["gold"])
+
+
+def _fake_family(paths, family, params, accuracy_by_arm, rng, gold):
+    """The curves stage's outputs for made-up runs (no training): `accuracy_by_arm` {arm: per-item hit rate}."""
+    labels = [0, 1] * 100
+    inputs = curves.Inputs(family, ([f"t{i}" for i in range(200)], labels), ([], []), ([""] * 300, gold),
+                           {0: "great", 1: "other"}, curves.plan_subsets(labels, params.curves), {}, {})
+
+    def run(arm):
+        return {"predicted": [int(g if rng.random() < accuracy_by_arm[arm] else 1 - g) for g in gold],
+                "seconds": 1.0, "source": "trained"}
+
+    results = {curves.Run(arm, size, s).name: run(arm) for size in inputs.subsets for s in params.curves.seeds
+               for arm in curves.ARMS}
+    tfidf = {size: {"accuracy": 0.7, "f1_macro": 0.6, "analyzer": "word", "C": 1.0, "predicted": gold}
+             for size in inputs.subsets}
+    summary = curves.summarize(inputs, results, tfidf, params)
+    curves.write_outputs(summary, results, tfidf, inputs, paths)
+    return summary
+
+
+def test_report_sections_and_recommendation_from_curves_files(tmp_path, tiny_params):
+    from pipeline.paths import Paths
+    from pipeline.report import curves_section, headline_lines, read_curves, recommendation
+
+    paths, rng = Paths(tmp_path), np.random.default_rng(0)
+    params = _with(tiny_params, sizes=[20, 50], seeds=[1, 2, 3], include_all=True)
+    gold = [int(g) for g in rng.integers(0, 2, 300)]
+    bert = _fake_family(paths, "bert", params, {"pretrained": 0.95, "random": 0.6}, rng, gold)
+    _fake_family(paths, "xlnet", params, {"pretrained": 0.7, "random": 0.7}, rng, gold)
+    assert bert["pretraining_pays_up_to"] == 200 and bert["stops_paying_at"] is None
+    assert json.loads((paths.metrics("curves") / "plots" / "bert" / "tfidf.json").read_text())[0]["n"] == 20
+    found = read_curves(paths, ["bert", "xlnet"])
+    (name, pair), = found["pairs"]
+    assert name == "bert_vs_xlnet" and pair["accuracy"]["ci_low"] > 0 and pair["accuracy"]["seeds"] == 3
+    text = "\n".join(curves_section(found, {"curves_bert.png": True}) + headline_lines(found))
+    assert "## Learning curves" in text and "![bert: accuracy" in text and "| all (200) |" in text
+    assert "Pretraining pays at every n measured (up to 200)" in text
+    assert "xlnet, all labels, 3 seeds" in text and "bert − xlnet, pretrained" in text
+    quality = {f: {"pytorch": {"accuracy": 0.8}} for f in ("bert", "xlnet")}
+    latency = {"bert": {"pytorch": {"real": {"p50_ms": 9.0}}}, "xlnet": {"pytorch": {"real": {"p50_ms": 1.0}}}}
+    assert "ship **xlnet" in recommendation(quality, latency, {})  # single seed: no pair, the fastest
+    assert "ship **bert" in recommendation(quality, latency, {}, found["pairs"])
