@@ -131,7 +131,7 @@ def _fingerprint(run: Run, params: Params, epochs: tuple[float, int], inputs: st
     return json.loads(json.dumps({
         "run": dataclasses.asdict(run), "epochs": epochs, "inputs": inputs, "threads": params.threads,
         "finetune": {**dataclasses.asdict(params.finetune), "seed": run.seed, "seeds": None, "init": None},
-        "model": dataclasses.asdict(params.model),
+        "model": dataclasses.asdict(params.model), "position_init": params.pretrain.position_init,  # random arm
         "subsets": [params.curves.sizes, params.curves.subset_seed],
         "scoring": [params.evaluate.batch_size, params.evaluate.threads, params.evaluate.torch_device]}))
 
