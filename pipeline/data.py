@@ -191,24 +191,18 @@ def _corpus_documents(source: str, text_column: str) -> list[str]:
     """pretrain.corpus other than `train`: a .txt file (a document per line), a folder of .txt files, or a
     dataset (csv/jsonl/parquet file, hub id or dataset folder) whose `text` or data.text_column column is read."""
     path = Path(source).expanduser()
+    if not path.exists() and not _looks_like_hub_id(source):
+        raise DataError(f"pretrain.corpus {source!r} does not exist; give a .txt file or folder, a "
+                        f"csv/jsonl/parquet file, a hub id, or `train`")
     files = sorted(path.rglob("*.txt")) if path.is_dir() else [path] if path.suffix.lower() == ".txt" else []
     if path.is_dir() and not files:
         raise DataError(f"pretrain.corpus folder {source!r} holds no .txt files; give .txt files (a document "
                         f"per line), a csv/jsonl/parquet file, a hub id, or `train`")
+    for file in files:
+        _check_utf8(file)
     if files:
-        for file in files:
-            if not file.is_file():
-                raise DataError(f"pretrain.corpus {source!r} does not exist; give a .txt file or folder, a "
-                                f"csv/jsonl/parquet file, a hub id, or `train`")
-            _check_utf8(file)
         return [line for f in files for line in f.read_text(encoding="utf-8").splitlines()]
-    if path.is_file():
-        frame = _load_local_file(path)
-    elif _looks_like_hub_id(source):
-        frame = _load_hf(source, None)[0]
-    else:
-        raise DataError(f"pretrain.corpus {source!r} does not exist; give a .txt file or folder, a "
-                        f"csv/jsonl/parquet file, a hub id, or `train`")
+    frame = _load_local_file(path) if path.is_file() else _load_hf(source, None)[0]
     column = "text" if "text" in frame.columns else text_column
     if column not in frame.columns:
         raise DataError(f"pretrain.corpus {source!r} has no `text` or {text_column!r} column; its columns are: "
@@ -257,3 +251,15 @@ def read_split(name: str, paths: Paths = Paths()) -> tuple[list[str], list[int]]
         raise DataError(f"{path} not found; run the prepare stage first (`dvc repro prepare` or `bilm prepare`)")
     rows = read_jsonl(path)
     return [r["text"] for r in rows], [r["label_id"] for r in rows]
+
+
+def corpus_file(paths: Paths = Paths()) -> Path:
+    """The prepare stage's pretraining corpus file (pretrain.corpus, validation and test texts removed)."""
+    if not paths.corpus.exists():
+        raise DataError(f"{paths.corpus} not found; run the prepare stage first")
+    return paths.corpus
+
+
+def read_corpus(paths: Paths = Paths()) -> list[str]:
+    """The pretraining corpus, a document per line."""
+    return [line for line in corpus_file(paths).read_text(encoding="utf-8").splitlines() if line]

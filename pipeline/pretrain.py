@@ -13,7 +13,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from pipeline.config import ConfigError, Params, PretrainConfig
-from pipeline.data import DataError, read_split
+from pipeline.data import read_corpus, read_split
 from pipeline.families import get_family
 from pipeline.io import write_json
 from pipeline.paths import Paths
@@ -90,13 +90,6 @@ def pretraining_model(family, params: Params, cfg: PretrainConfig, tokenizer, so
         model = family.pretraining_class(AutoConfig.from_pretrained(source)).from_pretrained(source, **dropout)
     family.weigh_objectives(model, cfg)
     return model
-
-
-def read_corpus(paths: Paths) -> list[str]:
-    """The prepare stage's pretraining corpus (pretrain.corpus, test and validation texts removed)."""
-    if not paths.corpus.exists():
-        raise DataError(f"{paths.corpus} not found; run the prepare stage first")
-    return [line for line in paths.corpus.read_text(encoding="utf-8").splitlines() if line]
 
 
 def pretrain(family_name: str, params: Params, paths: Paths = Paths()) -> dict:

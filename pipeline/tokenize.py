@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pipeline.config import Params
-from pipeline.data import DataError
+from pipeline.data import corpus_file
 from pipeline.families import get_family
 from pipeline.io import atomic_dir, write_json
 from pipeline.paths import Paths
@@ -10,9 +10,7 @@ from pipeline.paths import Paths
 
 def train_tokenizer(family_name: str, params: Params, paths: Paths = Paths()) -> dict:
     family = get_family(family_name)
-    if not paths.corpus.exists():
-        raise DataError(f"{paths.corpus} not found; run the prepare stage first")
-    tokenizer = family.train_tokenizer([paths.corpus], params.tokenizer)
+    tokenizer = family.train_tokenizer([corpus_file(paths)], params.tokenizer)
     with atomic_dir(paths.tokenizer(family_name)) as tmp:
         tokenizer.save_pretrained(tmp)
         # no wall-clock or host values: this folder is a DVC output, and its hash must follow the params alone

@@ -112,3 +112,38 @@ def test_prepare_leaves_nothing_half_written(tmp_path):
     with pytest.raises(DataError):
         prepare(DataConfig(source=str(tmp_path / "nope.csv")), paths)
     assert not paths.data.exists() and not list(tmp_path.glob("artifacts/.*"))
+
+
+def _splits(train, validation, test):
+    import pandas as pd
+
+    return {name: pd.DataFrame({"text": texts}) for name, texts in
+            (("train", train), ("validation", validation), ("test", test))}
+
+
+def test_an_outside_corpus_loses_every_validation_and_test_text(tmp_path):
+    from pipeline.data import pretraining_corpus
+
+    folder = tmp_path / "corpus"
+    (folder / "more").mkdir(parents=True)
+    (folder / "a.txt").write_text("first doc\nthe  test   review\n\n", encoding="utf-8")
+    (folder / "more" / "b.txt").write_text("a validation review\nlast doc\n", encoding="utf-8")
+    splits = _splits(["train text"], ["a validation review"], ["the test review"])
+    documents, stats = pretraining_corpus(str(folder), splits, "review")
+    assert documents == ["first doc", "last doc"]
+    assert stats == {"source": str(folder), "documents": 2, "dropped_empty": 1, "dropped_heldout_or_test": 2}
+    table = tmp_path / "docs.csv"
+    table.write_text("review,other\nfrom a table,1\nthe test review,2\n", encoding="utf-8")
+    assert pretraining_corpus(str(table), splits, "review")[0] == ["from a table"]
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: p / "missing.txt", "does not exist"),
+    (lambda p: p, "holds no .txt files"),
+    (lambda p: (p / "t.csv").write_text("body\nx\n") and p / "t.csv", "has no `text` or 'review' column"),
+    (lambda p: (p / "only_test.txt").write_text("the test review\n") and p / "only_test.txt", "no documents left")])
+def test_bad_corpus_sources_are_named(tmp_path, make, match):
+    from pipeline.data import DataError, pretraining_corpus
+
+    with pytest.raises(DataError, match=match):
+        pretraining_corpus(str(make(tmp_path)), _splits(["t"], ["v"], ["the test review"]), "review")
