@@ -523,13 +523,14 @@ def serving_lines(loadtest: Path, out: Path) -> str:
     if not loadtest.is_file():
         return ""
     result = read_json(loadtest)
-    rows = [[r["model"], r["concurrency"], round(r["throughput"], 1), round(r["p50_ms"], 1), round(r["p90_ms"], 1),
-             round(r["p99_ms"], 1), r["errors"], r.get("server_cpu_cores"), round(r["client_cpu_cores"], 2)]
-            for r in result["levels"]]
+    rows = [[r["model"], r["concurrency"], round(r["throughput"], 1),
+             round(r["vs_in_process"], 2) if "vs_in_process" in r else "", round(r["p50_ms"], 1),
+             round(r["p90_ms"], 1), round(r["p99_ms"], 1), r["errors"], r.get("server_cpu_cores"),
+             round(r["client_cpu_cores"], 2)] for r in result["levels"]]
     lines = ["", "## Serving", "", f"`bilm loadtest` against `{result['model']}` on Triton Inference Server "
              f"({result['duration_s']} s per level, one text per request, {result['n_texts']} texts).", "",
-             *_table(["model", "concurrency", "texts/s", "p50 ms", "p90 ms", "p99 ms", "errors", "server CPU cores",
-                      "client CPU cores"], rows), ""]
+             *_table(["model", "concurrency", "texts/s", "x in-process b16 (measured just before)", "p50 ms", "p90 ms",
+                      "p99 ms", "errors", "server CPU cores", "client CPU cores"], rows), ""]
     inproc = result.get("in_process") or {}
     if inproc:
         lines += ["In-process `bilm predict` path, same texts and threads:", "",

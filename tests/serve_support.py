@@ -49,23 +49,25 @@ def free_ports(n: int) -> list[int]:
 class ServerProcess:
     """`bilm serve FOLDERS ...` on free loopback ports; `stop()` sends SIGTERM and returns the exit code."""
 
-    def __init__(self, folders: list[Path], *args: str, log: Path):
+    def __init__(self, folders: list[Path], *args: str, log: Path, sigint_ignored: bool = False):
         self.http, self.grpc, self.metrics = free_ports(3)
         cmd = [sys.executable, "-m", "pipeline.cli", "serve", *map(str, folders), "--http-port", str(self.http),
                "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), *args]
         # the server's workspace goes under TMPDIR: short, for its Unix socket paths (108 bytes at most)
         self.log, self.tmpdir = log, Path(tempfile.mkdtemp(prefix="bs-", dir="/tmp"))
         env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(self.tmpdir)}
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env,
+        # sigint_ignored: as a shell script's `bilm serve ... &` starts it (background jobs ignore SIGINT)
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, preexec_fn=ignore,
                                      stdout=log.open("w"), stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.http}"
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self, timeout: float = 90) -> int:
+    def stop(self, timeout: float = 90, sig: int = signal.SIGTERM) -> int:
         if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

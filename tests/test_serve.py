@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -39,6 +40,25 @@ def test_decode_texts_names_the_problem(raw, problem):
 
 def test_decode_keeps_trailing_nul_bytes():
     assert decode_texts(np.array([[b"ok\x00"]], dtype=object), 100) == ["ok\x00"]
+
+
+def test_a_taken_or_repeated_port_is_refused_before_anything_starts():
+    """Triton on a taken port fails with an unrelated HTTP 403 from the other server: bilm names the port."""
+    import socket
+
+    from pipeline.serve.contract import ServeError
+    from pipeline.serve.server import ServeOptions, check_ports
+    from serve_support import free_ports
+
+    http, grpc, metrics = free_ports(3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", grpc))
+        taken.listen()
+        with pytest.raises(ServeError, match=f"127.0.0.1:{grpc} \\(--grpc-port\\) is not free"):
+            check_ports(ServeOptions(http_port=http, grpc_port=grpc, metrics_port=metrics))
+    with pytest.raises(ServeError, match="ports must differ"):
+        check_ports(ServeOptions(http_port=http, grpc_port=http, metrics_port=metrics))
+    check_ports(ServeOptions(http_port=http, grpc_port=grpc, metrics_port=metrics))  # all free: no error
 
 
 def test_a_missing_stub_environment_names_the_command_that_makes_it(tmp_path):
@@ -166,13 +186,24 @@ def test_loadtest_refuses_a_host_that_is_not_loopback(tmp_path):
     assert not (tmp_path / "lt.json").exists()
 
 
+def test_loadtest_names_a_server_pid_that_does_not_exist():
+    from pipeline.serve.contract import ServeError
+    from pipeline.serve.loadtest import ServerProbe
+
+    pytest.importorskip("psutil")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with pytest.raises(ServeError, match=f"--server-pid {dead.pid}: no such process"):
+        ServerProbe(dead.pid)
+
+
 @pytest.mark.slow
 def test_loadtest_writes_json_and_png(server, tmp_path):
     from pipeline.serve.loadtest import LoadOptions, run_loadtest
 
     texts = tmp_path / "texts.jsonl"
     texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in review_texts()[:50]))
-    options = LoadOptions(url=server.url, model="bert", concurrency=[1, 4], duration=1.0, max_requests=200,
+    options = LoadOptions(url=server.url, model="bert", concurrency=[1, 4], duration=1.0, warmup=0.5, max_requests=200,
                           texts_file=texts, model_dir=server.folders["bert"], server_pid=server.proc.pid)
     result = run_loadtest(options, tmp_path / "lt.json")
     assert json.loads((tmp_path / "lt.json").read_text()) == json.loads(json.dumps(result))
@@ -181,7 +212,29 @@ def test_loadtest_writes_json_and_png(server, tmp_path):
     for row in result["levels"]:
         assert row["errors"] == 0 and 0 < row["requests"] <= 200 and row["p50_ms"] <= row["p99_ms"]
         assert row["rss_first_10s_mb"] > 0 and row["server_cpu_cores"] > 0
+        assert row["vs_in_process"] == pytest.approx(row["throughput"] / row["in_process_reference"])
     assert set(result["in_process"]) == {"1", "4"}
+
+
+@pytest.mark.slow
+def test_sigint_stops_a_server_started_in_the_background(tmp_path, tmp_path_factory):
+    """A script's `bilm serve ... &` starts with SIGINT ignored; `kill -INT` must still stop it cleanly."""
+    require_serve_extra()
+    from pipeline.serve.client import http_client, wait_ready
+
+    proc = ServerProcess([build_onnx_dir("bert", tmp_path_factory)], "--model-name", "bert",
+                         log=tmp_path / "serve.log", sigint_ignored=True)
+    try:
+        wait_ready(http_client(proc.url), ["bert"], timeout_s=180, alive=proc.alive)
+        try:
+            code = proc.stop(timeout=60, sig=signal.SIGINT)
+        except subprocess.TimeoutExpired:
+            code = "still running 60 s after SIGINT"
+        assert code == 0, proc.log_tail()
+    finally:
+        if proc.alive():
+            proc.proc.kill()
+        shutil.rmtree(proc.tmpdir, ignore_errors=True)
 
 
 @pytest.mark.slow

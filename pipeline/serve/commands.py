@@ -34,8 +34,9 @@ def _int_list(ctx, param, value: str) -> list[int]:  # noqa: ARG001
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=2000, show_default=True,
               help="How long Triton's dynamic batcher waits to fill a batch.")
-@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Model instances; ONNX Runtime's threads are split between them.")
+@click.option("--instances", type=click.IntRange(min=1), default=None,
+              help="Model instances; ONNX Runtime's threads are split between them (default: 2 with 2+ cores, "
+                   "so that one instance computes while the other's batch is in transit).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Total intra-op threads (default: the cores).")
 @click.option("--max-text-bytes", type=click.IntRange(min=1), default=None,
               help="Refuse longer texts (default 65536).")
@@ -89,6 +90,8 @@ def export_triton(paths: tuple[Path, ...], names, max_batch_size, instances, kin
 @click.option("--concurrency", default="1,4,16,64", show_default=True, callback=_int_list)
 @click.option("--duration", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
               help="Seconds per concurrency level.")
+@click.option("--warmup", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Seconds of the same load before each level's measured window (0: none).")
 @click.option("--max-requests", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Upper bound on requests per level.")
 @click.option("--texts", "texts_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -101,18 +104,20 @@ def export_triton(paths: tuple[Path, ...], names, max_batch_size, instances, kin
 @click.option("--server-pid", type=int, default=None, help="Server process: its CPU and memory are recorded.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("artifacts/serving/loadtest.json"),
               show_default=True, help="JSON to write; the PNG goes next to it.")
-def loadtest(url: str, model: str, concurrency: list[int], duration: float, max_requests: int,
+def loadtest(url: str, model: str, concurrency: list[int], duration: float, warmup: float, max_requests: int,
              texts_file: Path | None, unbatched_model: str | None, model_dir: Path | None, threads: int | None,
              server_pid: int | None, out: Path) -> None:
     """Load-test MODEL on the Triton server at URL (loopback only): throughput, latency, errors."""
     from pipeline.serve.loadtest import LoadOptions, run_loadtest
 
-    options = LoadOptions(url=url, model=model, concurrency=concurrency, duration=duration,
+    options = LoadOptions(url=url, model=model, concurrency=concurrency, duration=duration, warmup=warmup,
                           max_requests=max_requests, texts_file=texts_file, unbatched_model=unbatched_model,
                           model_dir=model_dir, threads=threads, server_pid=server_pid)
     with exit_on_user_error():
         result = run_loadtest(options, out)
     for row in result["levels"]:
+        versus = (f"  {row['vs_in_process']:.2f}x in-process b{row['reference_batch']}"
+                  if "vs_in_process" in row else "")
         click.echo(f"{row['model']:>24} c={row['concurrency']:<3} {row['throughput']:8.1f} req/s  "
-                   f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  errors {row['errors']}")
+                   f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  errors {row['errors']}{versus}")
     click.echo(f"wrote {out} and {out.with_suffix('.png')}")

@@ -55,15 +55,16 @@ def folder_kind(folder: Path) -> str:
                      f"(engine.json); export one with `bilm export onnx` or `bilm export trt`")
 
 
-def open_predictor(folder: Path, threads: int | None) -> Predictor:
-    """The runtime's Predictor for a folder: ONNX Runtime (CPU, `threads` intra-op threads) or TensorRT."""
+def open_predictor(folder: Path, threads: int | None, arena: bool = True) -> Predictor:
+    """The runtime's Predictor for a folder: ONNX Runtime (CPU, `threads` intra-op threads; arena=False: memory
+    goes back after each run instead of staying at the largest batch's peak) or TensorRT."""
     if folder_kind(folder) == "tensorrt":
         from pipeline.runtime.trt import TrtPredictor  # torch + tensorrt: only for engine folders
 
         return TrtPredictor(folder)
     from pipeline.runtime import OrtPredictor
 
-    return OrtPredictor(folder, threads=threads)
+    return OrtPredictor(folder, threads=threads, arena=arena)
 
 
 def cpu_count() -> int:

@@ -28,6 +28,7 @@ class LoadOptions:
     model: str
     concurrency: list[int]
     duration: float = 10.0
+    warmup: float = 5.0  # seconds of the same load before each level's measured window
     max_requests: int = 100_000
     texts_file: Path | None = None
     unbatched_model: str | None = None
@@ -63,7 +64,11 @@ class ServerProbe:
     def __init__(self, pid: int | None):
         import psutil
 
-        self.process = psutil.Process(pid) if pid else None
+        try:
+            self.process = psutil.Process(pid) if pid else None
+        except psutil.NoSuchProcess:
+            raise ServeError(f"--server-pid {pid}: no such process; pass the pid of the running `bilm serve` "
+                             f"(e.g. $! after starting it in the background) or leave the option out") from None
 
     def _tree(self):
         return [self.process, *self.process.children(recursive=True)] if self.process else []
@@ -92,12 +97,19 @@ async def _worker(client, module, model, texts, deadline, budget, latencies, err
             errors.append(str(exc)[:300])
 
 
-async def _level(url, model, texts, concurrency, duration, max_requests, probe: ServerProbe) -> dict:
+async def _level(url, model, texts, concurrency, duration, max_requests, probe: ServerProbe,
+                 warmup: float = 0.0) -> dict:
+    """One concurrency level: `warmup` seconds of the same load, unrecorded (first allocations: ONNX Runtime's
+    arena at new shapes, PyTriton's shared memory, connections), then `duration` seconds measured."""
     module, client = _client(url)
+    cycle = itertools.cycle(texts)
+    if warmup > 0:
+        await asyncio.gather(*(_worker(client, module, model, cycle, time.monotonic() + warmup,
+                                       iter(range(max_requests)), [], []) for _ in range(concurrency)))
     latencies: list[float] = []
     errors: list[str] = []
     rss: list[tuple[float, float]] = []
-    cycle, budget = itertools.cycle(texts), iter(range(max_requests))
+    budget = iter(range(max_requests))
     cpu0, server_cpu0, start = _cpu_s(), probe.cpu_s(), time.monotonic()
 
     async def sample_rss():
@@ -129,33 +141,57 @@ def _summary(model, concurrency, latencies, errors, wall, client_cpu, server_cpu
         first = [v for t, v in rss if t <= 10.0]
         last = [v for t, v in rss if t >= rss[-1][0] - 10.0]
         row.update(rss_first_10s_mb=float(np.mean(first)), rss_last_10s_mb=float(np.mean(last)),
-                   rss_growth=float(np.mean(last) / np.mean(first) - 1.0))
+                   rss_growth=float(np.mean(last) / np.mean(first) - 1.0),
+                   rss_trace_mb=[[round(t, 1), round(v, 1)] for t, v in rss])  # [seconds, MB], about 1/s
     return row
 
 
-def in_process(folder: Path, texts: list[str], batch_sizes: list[int], threads: int | None, seconds: float) -> dict:
-    """`bilm predict --file --batch-size B`'s path in this process: OrtPredictor.classify over blocks of texts,
-    which it sorts by length before cutting batches of B (offline, it can; a server sees texts as they come).
-    Texts/s per batch size, each measured for about `seconds` after a warm-up."""
+REFERENCE_BATCH = 16  # in-process batch size each level is compared with (the issue's bar: >= 60% of it)
+REFERENCE_SECONDS = 3.0
+
+
+def open_reference(folder: Path, threads: int | None):
+    """`bilm predict`'s predictor for `folder` (ONNX Runtime, `threads` intra-op threads), warmed up."""
     import warnings
 
     from pipeline.serve.contract import open_predictor, split_threads
 
     predictor = open_predictor(folder, split_threads(1, threads))
-    out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        predictor.classify(texts[:8], batch_size=8)
-        for batch in batch_sizes:
-            block = max(256, 4 * batch)
-            done, start = 0, time.monotonic()
-            for first in itertools.cycle(range(0, len(texts), block)):
-                predictor.classify(texts[first: first + block], batch_size=batch)
-                done += len(texts[first: first + block])
-                if time.monotonic() - start >= seconds:
-                    break
-            out[str(batch)] = done / (time.monotonic() - start)
-    return out
+        predictor.classify(["warm up"] * 8, batch_size=8)
+    return predictor
+
+
+def predict_throughput(predictor, texts: list[str], batch: int, seconds: float) -> float:
+    """Texts/s of `bilm predict --file --batch-size B`'s path: OrtPredictor.classify over blocks of texts, which
+    it sorts by length before cutting batches of B (offline, it can; a server sees texts as they come), for
+    about `seconds`."""
+    import warnings
+
+    block, done, start = max(256, 4 * batch), 0, time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for first in itertools.cycle(range(0, len(texts), block)):
+            predictor.classify(texts[first: first + block], batch_size=batch)
+            done += len(texts[first: first + block])
+            if time.monotonic() - start >= seconds:
+                break
+    return done / (time.monotonic() - start)
+
+
+def in_process(predictor, texts: list[str], batch_sizes: list[int], seconds: float) -> dict:
+    """Texts/s per batch size, in this process, each measured for about `seconds`."""
+    return {str(batch): predict_throughput(predictor, texts, batch, seconds) for batch in batch_sizes}
+
+
+def _with_reference(row: dict, reference: float | None) -> dict:
+    """The level's throughput as a share of in-process batch-16 throughput measured just before it: this
+    machine's speed drifts by tens of percent over minutes, so only neighbours in time are compared."""
+    if reference:
+        row.update(in_process_reference=reference, reference_batch=REFERENCE_BATCH,
+                   vs_in_process=row["throughput"] / reference)
+    return row
 
 
 def _served(url: str, model: str) -> bool:
@@ -183,12 +219,16 @@ def run_loadtest(options: LoadOptions, out: Path) -> dict:
     models = [options.model] + ([unbatched] if unbatched != "-" and _served(options.url, unbatched) else [])
     probe = ServerProbe(options.server_pid)
     result = {"url": options.url, "model": options.model, "unbatched_model": unbatched if len(models) > 1 else None,
-              "duration_s": options.duration, "n_texts": len(texts)}
-    if options.model_dir:  # first, while the server is idle: the same machine state as the levels that follow
-        result["in_process"] = in_process(options.model_dir, texts, options.concurrency, options.threads,
-                                          min(options.duration, 10.0))
-    result["levels"] = [asyncio.run(_level(options.url, model, texts, c, options.duration, options.max_requests,
-                                           probe)) for model in models for c in options.concurrency]
+              "duration_s": options.duration, "warmup_s": options.warmup, "n_texts": len(texts)}
+    predictor = open_reference(options.model_dir, options.threads) if options.model_dir else None
+    if predictor:  # first, while the server is idle
+        result["in_process"] = in_process(predictor, texts, options.concurrency, min(options.duration, 10.0))
+    result["levels"] = []
+    for model, concurrency in itertools.product(models, options.concurrency):
+        reference = predict_throughput(predictor, texts, REFERENCE_BATCH, REFERENCE_SECONDS) if predictor else None
+        level = asyncio.run(_level(options.url, model, texts, concurrency, options.duration, options.max_requests,
+                                   probe, options.warmup))
+        result["levels"].append(_with_reference(level, reference))
     write_json(out, result)
     plot(result, out.with_suffix(".png"))
     return result
