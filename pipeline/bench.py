@@ -264,8 +264,11 @@ def cpu_backends(target: Target, threads: int) -> dict[str, Any]:
     out: dict[str, Any] = {EAGER: TorchPredictor(target.model_dir, threads=threads)}
     for v in ORT_VARIANTS:
         folder = target.onnx_dir if v == "fp32" else target.onnx_dir.with_name(f"{target.onnx_dir.name}-{v}")
-        # no arena: 3 sessions each holding its peak ran a 23 GB machine out of memory at XLNet 64 x 512
-        out[f"ort-{v}"] = OrtPredictor(folder, threads=threads, spinning=False, arena=False)
+        # with its memory arena, as `bilm predict` and evaluate run it: without one, every large tensor is a fresh
+        # mmap (glibc maps blocks over 32 MB) whose pages fault in zeroed on each call, which made BERT small's
+        # ORT rows lose to eager at 8 x 512 and 64 x 512 (0.72-0.86x). time_cells releases each arena after its
+        # cell: three sessions holding their peaks ran a 23 GB machine out of memory at XLNet 64 x 512.
+        out[f"ort-{v}"] = OrtPredictor(folder, threads=threads, spinning=False)
     return out
 
 
@@ -324,6 +327,9 @@ def time_cells(target: Target, backends: dict[str, Any], texts: list[str], setti
             out[name][f"{batch}x{seq}"] = stats
         for name, session in profilers.items():
             session.run(None, {k: v for k, v in feeds[name].items() if k in {i.name for i in session.get_inputs()}})
+        for name, predictor in backends.items():
+            if hasattr(predictor, "release_arena"):
+                predictor.release_arena(feeds[name])
     for name, session in profilers.items():
         profile = Path(session.end_profiling())
         shares = attention_shares(json.loads(profile.read_text()))
