@@ -527,9 +527,11 @@ def serving_lines(loadtest: Path, out: Path) -> str:
              round(r["vs_in_process"], 2) if "vs_in_process" in r else "", round(r["p50_ms"], 1),
              round(r["p90_ms"], 1), round(r["p99_ms"], 1), r["errors"], r.get("server_cpu_cores"),
              round(r["client_cpu_cores"], 2)] for r in result["levels"]]
+    reference = next((f"x in-process b{r['reference_batch']} (measured just before)" for r in result["levels"]
+                      if "reference_batch" in r), "x in-process")
     lines = ["", "## Serving", "", f"`bilm loadtest` against `{result['model']}` on Triton Inference Server "
              f"({result['duration_s']} s per level, one text per request, {result['n_texts']} texts).", "",
-             *_table(["model", "concurrency", "texts/s", "x in-process b16 (measured just before)", "p50 ms", "p90 ms",
+             *_table(["model", "concurrency", "texts/s", reference, "p50 ms", "p90 ms",
                       "p99 ms", "errors", "server CPU cores", "client CPU cores"], rows), ""]
     inproc = result.get("in_process") or {}
     if inproc:

@@ -226,9 +226,7 @@ def _start_once(models: list, options: ServeOptions, workspace_root: Path):
         for name, folder, callables, labels in models:
             bind_model(triton, name, callables, labels, options.max_batch_size, options.max_queue_delay_us)
             if options.with_unbatched:
-                twins, _ = make_callables(folder, ServeOptions(instances=options.instances, threads=options.threads,
-                                                               max_text_bytes=options.max_text_bytes,
-                                                               max_batch_size=1))
+                twins, _ = make_callables(folder, options)  # sessions of their own, same instances and threads
                 bind_model(triton, name + UNBATCHED_SUFFIX, twins, labels, 1, 0)
         triton.run()
     except BaseException:
