@@ -204,6 +204,14 @@ def folder_size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2 ** 20
 
 
+def folder_init(folder: Path) -> dict[str, str]:
+    """{"init": what fine-tuning started from} as the folder's bilm.json records it ("random", "pretrained",
+    a checkpoint source), or {} for folders that do not record it (ONNX and engine folders)."""
+    record = folder / "bilm.json"
+    init = read_json(record).get("init") if record.is_file() else None
+    return {"init": str(init)} if init else {}
+
+
 def _timed(predictor: Predictor, batches: list, warmup: int, budget_s: float | None = None,
            min_calls: int = 3) -> np.ndarray:
     """Milliseconds per `predict_logits` call over `batches` (cycled through), after `warmup` untimed calls,
@@ -291,7 +299,7 @@ def run_backend(backend: Backend, test: TestSplit, cfg: EvaluateConfig) -> Row:
         log.warning("%s: could not load: %s", backend.key, exc)
         return Row(backend, status=f"skipped: could not load ({_short(exc)})")
     quality, predicted, probs = score_predictor(predictor, test, cfg.batch_size, str(backend.folder))
-    quality.update(size_mb=folder_size_mb(backend.folder))
+    quality.update(size_mb=folder_size_mb(backend.folder), **folder_init(backend.folder))
     latency = measure_latency(predictor, test.texts, cfg, backend) if backend.timed else None
     names = np.array([str(predictor.id2label[int(k)]) for k in predicted])
     return Row(backend, quality=quality, latency=latency, predicted=names, probabilities=probs)

@@ -167,7 +167,8 @@ def recommendation(quality: dict, latency: dict, stats: dict, seed_pairs: list |
               f"backend of {which} whose predictions do not differ significantly from its fp32 ONNX source")
     better = _significantly_better_alternatives(best[0], quality, stats)
     if not better:
-        return f"ship {choice}; neither its random-init ablation nor the TF-IDF baseline is significantly better"
+        return (f"ship {choice}; neither its ablation ({ablation_label(quality, best[0])}) nor the TF-IDF "
+                f"baseline is significantly better")
     return (f"ship **{better[0]}**, not a pretrained model: {'; '.join(better[1:])}. Among the pretrained models "
             f"the pick would be {choice}")
 
@@ -177,8 +178,8 @@ def _significantly_better_alternatives(model: str, quality: dict, stats: dict) -
     accurate than `model` with a paired CI above zero (the evaluate stage's `{model}_vs_{other}` pairs); the
     baseline first, as it is also the cheapest; [] when neither is."""
     found = []
-    for other, label in (("tfidf-baseline", "the TF-IDF baseline"), (f"{model}-random-init",
-                                                                       f"{model} from random init (the ablation)")):
+    for other, label in (("tfidf-baseline", "the TF-IDF baseline"),
+                         (f"{model}-random-init", f"{model} from {ablation_label(quality, model)} (the ablation)")):
         d = stats.get(f"{model}_vs_{other}", {}).get("accuracy")
         if stats.get(f"{model}_vs_{other}", {}).get("status") == "ok" and d and d["ci_high"] < 0:
             row = quality.get(other, {})
@@ -228,7 +229,9 @@ def _pretraining_lines(quality: dict, stats: dict | None = None) -> list[str]:
             continue
         ablation = quality.get(f"{model}-random-init", {}).get("pytorch", {})
         row = rows.get("pytorch", {})
-        for other, label in ((ablation, "random init (no pretraining)"), (base, _baseline_name(base))):
+        start = ablation_label(quality, model)
+        start += " (no pretraining)" if start == "random init" else ""
+        for other, label in ((ablation, start), (base, _baseline_name(base))):
             if row.get("status") != "ok" or other.get("status") != "ok":
                 continue
             key = f"{model}_vs_{model}-random-init" if other is ablation else f"{model}_vs_tfidf-baseline"
@@ -237,6 +240,14 @@ def _pretraining_lines(quality: dict, stats: dict | None = None) -> list[str]:
                       else f"accuracy {row['accuracy']:.3f} vs {other['accuracy']:.3f} (no per-text predictions: no CI)")
             lines.append(f"- **{model} vs {label}**: {detail}")
     return lines
+
+
+def ablation_label(quality: dict, model: str) -> str:
+    """What `model`'s ablation row (`{model}-random-init`) started from, as its finetune folder records it:
+    random init by default, a checkpoint fine-tuned directly where finetune.ablation_init names one (the
+    checkpoint preset: MiniLM without the continued pretraining)."""
+    init = quality.get(f"{model}-random-init", {}).get("pytorch", {}).get("init", "random")
+    return "random init" if init == "random" else f"{init} without continued pretraining"
 
 
 def _baseline_name(base: dict) -> str:

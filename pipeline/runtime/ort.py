@@ -141,6 +141,13 @@ def _with_options(providers: list[str], options: dict[str, dict]) -> list:
 # --- end of TensorRT execution provider options ---------------------------------------------------------
 
 
+def arena_shrinkage() -> ort.RunOptions:
+    """Run options that hand the CPU memory arena's free chunks back to the system at the end of the run."""
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
 def session_options(threads: int | None = None, spinning: bool = True, arena: bool = True) -> ort.SessionOptions:
     """The CPU session settings of every bilm ORT session (predictor, bench, ceilings): `threads` intra-op
     threads (None: ONNX Runtime's default, one per core), one inter-op thread (the graphs are sequential), and
@@ -203,6 +210,4 @@ class OrtPredictor(Predictor):
         """Run `batch` once more and, at the end of that run, give the memory arena's free chunks back to the
         system: a session keeps its arena at the largest batch it has run, and several sessions holding their
         peaks can exhaust a machine (bench holds three per model)."""
-        options = ort.RunOptions()
-        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-        self.predict_logits(batch, options)
+        self.predict_logits(batch, arena_shrinkage())
