@@ -206,7 +206,8 @@ def folder_size_mb(folder: Path) -> float:
 
 def folder_init(folder: Path) -> dict[str, str]:
     """{"init": what fine-tuning started from} as the folder's bilm.json records it ("random", "pretrained",
-    a checkpoint source), or {} for folders that do not record it (ONNX and engine folders)."""
+    a checkpoint source; export and optimize copy that file, so ONNX rows carry it too), or {} where the folder
+    has none."""
     record = folder / "bilm.json"
     init = read_json(record).get("init") if record.is_file() else None
     return {"init": str(init)} if init else {}
