@@ -67,6 +67,10 @@ def _reinit(model, modules: list[torch.nn.Module], seed: int) -> None:
     the top of a pretrained encoder helps when few fine-tuning examples are available)."""
     torch.manual_seed(seed)
     for module in modules:
+        # transformers 5 marks every weight from_pretrained loaded, and its init helpers skip marked tensors: without
+        # clearing the mark, _init_weights leaves a loaded model exactly as it was
+        for tensor in (*module.parameters(), *module.buffers()):
+            tensor._is_hf_initialized = False
         module.apply(model._init_weights)
 
 
