@@ -37,9 +37,10 @@ Quantizer = Literal["auto", "ort", "modelopt"]
 Analyzer = Literal["auto", "word", "char", "char_wb", "union"]
 LayerNorm = Literal["post", "pre"]
 PositionInit = Literal["random", "sinusoidal"]
-# transformers' SchedulerType values that need no extra arguments
+# transformers' SchedulerType values that need no extra arguments, and warmup_stable_decay (its decay length
+# from decay_ratio below)
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-                    "inverse_sqrt"]
+                    "inverse_sqrt", "warmup_stable_decay"]
 
 
 class ConfigError(BilmError, ValueError):
@@ -113,6 +114,9 @@ class TrainConfig:
     adam_epsilon: float = 1e-8
     warmup_ratio: float = 0.06
     lr_scheduler_type: Scheduler = "linear"
+    # warmup_stable_decay only: the last share of the steps, over which the rate falls linearly to zero; between
+    # warmup and decay it stays at the peak
+    decay_ratio: float = 0.2
     per_device_train_batch_size: int = 32
     per_device_eval_batch_size: int = 64
     max_grad_norm: float = 1.0

@@ -21,7 +21,7 @@ from pipeline.paths import Paths
 from pipeline.pretrain import ListDataset
 from pipeline.model_limits import position_limit
 from pipeline.training import (LiveCallback, drop_checkpoints, prepare_checkpoints, resolve_checkpoint,
-                               save_model_folder, set_threads, training_args)
+                               save_model_folder, set_threads, training_args, world_size)
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +135,13 @@ def make_trainer(params: Params, model, tokenizer, data: dict, train_labels: lis
     """The fine-tuning Trainer: class-weighted loss, evaluation and selection on validation macro-F1 every
     `eval_every` epochs (1: at each epoch end), `epochs` (None: finetune.num_train_epochs)."""
     cfg = params.finetune
+    epochs = cfg.num_train_epochs if epochs is None else epochs
+    steps_per_epoch = math.ceil(len(data["train"]) / (cfg.per_device_train_batch_size * world_size()))
     schedule = {"eval_strategy": "epoch", "save_strategy": "epoch"}
     if eval_every > 1:  # long runs on small subsets: as many evaluations as a plain run, not one per epoch
-        steps = eval_every * math.ceil(len(data["train"]) / cfg.per_device_train_batch_size)
+        steps = eval_every * steps_per_epoch
         schedule = {"eval_strategy": "steps", "save_strategy": "steps", "eval_steps": steps, "save_steps": steps}
-    args = training_args(cfg, ckpt_dir, num_train_epochs=cfg.num_train_epochs if epochs is None else epochs,
+    args = training_args(cfg, ckpt_dir, math.ceil(epochs * steps_per_epoch), num_train_epochs=epochs,
                          load_best_model_at_end=True, metric_for_best_model="f1_macro", greater_is_better=True,
                          train_sampling_strategy="group_by_length", **schedule)
     weights = _class_weights(train_labels, len(id2label)) if cfg.class_weighted_loss else None

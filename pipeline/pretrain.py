@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import time
 from collections import Counter
 
@@ -18,7 +17,8 @@ from pipeline.families import get_family
 from pipeline.io import write_json
 from pipeline.paths import Paths
 from pipeline.training import (LiveCallback, drop_checkpoints, ObjectiveTrainer, prepare_checkpoints,
-                               resolve_checkpoint, save_model_folder, set_threads, summarize_objectives, training_args)
+                               resolve_checkpoint, save_model_folder, set_threads, summarize_objectives, training_args,
+                               world_size)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def pretrain(family_name: str, params: Params, paths: Paths = Paths()) -> dict:
     source = resolve_pretrain_init(cfg.init, family, paths)
     tokenizer = AutoTokenizer.from_pretrained(source or paths.tokenizer(family_name))
     heldout_texts, _ = read_split("validation", paths)
-    world = int(os.environ.get("WORLD_SIZE", 1))  # set by torchrun / accelerate launch
+    world = world_size()
     n_train = cfg.max_steps * cfg.per_device_train_batch_size * world
     train = family.pretraining_examples(read_corpus(paths), tokenizer, cfg, n_train, cfg.seed)
     heldout = family.pretraining_examples(heldout_texts, tokenizer, cfg,
@@ -110,7 +110,7 @@ def pretrain(family_name: str, params: Params, paths: Paths = Paths()) -> dict:
     ckpt_dir = paths.checkpoints("pretrain", family_name)
     resume_from = prepare_checkpoints(ckpt_dir, fingerprint)
     callback = LiveCallback(paths.metrics("pretrain", family_name), resume=resume_from is not None)
-    args = training_args(cfg, ckpt_dir, max_steps=cfg.max_steps, save_steps=cfg.save_steps,
+    args = training_args(cfg, ckpt_dir, cfg.max_steps, max_steps=cfg.max_steps, save_steps=cfg.save_steps,
                          remove_unused_columns=False,
                          train_sampling_strategy="group_by_length")  # less padding for variable-length pairs
     trainer = ObjectiveTrainer(model=model, args=args, train_dataset=ListDataset(train),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -36,14 +37,26 @@ def bf16_supported() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def world_size() -> int:
+    """Processes training together: WORLD_SIZE, set by torchrun / accelerate launch; 1 otherwise."""
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
 def set_threads(threads: int | None) -> None:
     """Fix torch's intra-op thread count (params `threads`): parallel sums are split by thread count."""
     if threads is not None:
         torch.set_num_threads(threads)
 
 
-def training_args(cfg: TrainConfig, output_dir: Path, **overrides: Any) -> TrainingArguments:
-    """TrainingArguments with every TrainConfig field (tests/test_config.py checks that each one arrives)."""
+def training_args(cfg: TrainConfig, output_dir: Path, total_steps: int, **overrides: Any) -> TrainingArguments:
+    """TrainingArguments with every TrainConfig field (tests/test_config.py checks that each one arrives);
+    `total_steps`, the optimizer steps the run will take, sizes warmup_stable_decay's decay."""
+    if not 0 < cfg.decay_ratio <= 1:
+        raise ConfigError(f"decay_ratio={cfg.decay_ratio} must be in (0, 1]: the share of the steps over which "
+                          f"warmup_stable_decay brings the rate to zero (e.g. 0.2)")
+    if cfg.lr_scheduler_type == "warmup_stable_decay":
+        overrides["lr_scheduler_kwargs"] = {"num_decay_steps": max(1, round(cfg.decay_ratio * total_steps)),
+                                            "decay_type": "linear"}
     return TrainingArguments(
         bf16=bf16_supported() if cfg.bf16 is None else cfg.bf16, full_determinism=cfg.full_determinism,
         output_dir=str(output_dir), learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,

@@ -111,11 +111,12 @@ def test_reinit_top_layers_touches_only_the_top(prepared, tiny_params, family_na
     assert any("pooler" in k for k in changed) == (getattr(model.base_model, "pooler", None) is not None)
 
 
-@pytest.mark.parametrize("scheduler", ["linear", "constant"])
+@pytest.mark.parametrize("scheduler", ["linear", "constant", "warmup_stable_decay"])
 def test_lr_scheduler_type_shapes_the_logged_learning_rate(workdir, tiny_params, scheduler):
-    """finetune.lr_scheduler_type reaches the Trainer: constant keeps the rate after warmup, linear decays it."""
+    """finetune.lr_scheduler_type reaches the Trainer: constant keeps the rate after warmup, linear decays it,
+    warmup_stable_decay keeps it for the first half (decay_ratio 0.5) and then decays it."""
     cfg = dataclasses.replace(tiny_params.finetune, lr_scheduler_type=scheduler, warmup_ratio=0.0, logging_steps=1,
-                              num_train_epochs=2.0)
+                              num_train_epochs=2.0, decay_ratio=0.5)
     finetune("bert", dataclasses.replace(tiny_params, finetune=cfg), workdir, ablation=True)
     curve = workdir.metrics("finetune_random_init", "bert") / "plots" / "metrics" / "train" / "learning_rate.tsv"
     with curve.open() as fh:
@@ -123,6 +124,10 @@ def test_lr_scheduler_type_shapes_the_logged_learning_rate(workdir, tiny_params,
     assert len(rates) >= 4
     if scheduler == "constant":
         assert rates == [cfg.learning_rate] * len(rates)
+    elif scheduler == "warmup_stable_decay":
+        half = len(rates) // 2
+        assert rates[:half] == [cfg.learning_rate] * half
+        assert rates[half:] == sorted(rates[half:], reverse=True) and rates[-1] < 0.5 * cfg.learning_rate
     else:
         assert rates == sorted(rates, reverse=True) and rates[-1] < 0.5 * cfg.learning_rate
 
