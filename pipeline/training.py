@@ -13,7 +13,7 @@ import torch
 from transformers import AutoConfig, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from pipeline.config import ConfigError, TrainConfig
+from pipeline.config import ConfigError, PretrainConfig, TrainConfig
 from pipeline.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ def training_args(cfg: TrainConfig, output_dir: Path, total_steps: int, **overri
     """TrainingArguments with every TrainConfig field (tests/test_config.py checks that each one arrives);
     `total_steps`, the optimizer steps the run will take, sizes warmup_stable_decay's decay."""
     if not 0 < cfg.decay_ratio <= 1:
-        raise ConfigError(f"decay_ratio={cfg.decay_ratio} must be in (0, 1]: the share of the steps over which "
-                          f"warmup_stable_decay brings the rate to zero (e.g. 0.2)")
+        section = "pretrain" if isinstance(cfg, PretrainConfig) else "finetune"
+        raise ConfigError(f"{section}.decay_ratio={cfg.decay_ratio} must be in (0, 1]: the share of the steps over "
+                          f"which warmup_stable_decay brings the rate to zero (e.g. 0.2)")
     if cfg.lr_scheduler_type == "warmup_stable_decay":
         overrides["lr_scheduler_kwargs"] = {"num_decay_steps": max(1, round(cfg.decay_ratio * total_steps)),
                                             "decay_type": "linear"}

@@ -96,8 +96,10 @@ def test_scheduler_choices_are_transformers_schedulers():
 def test_decay_ratio_outside_its_range_is_an_error_naming_it(tmp_path):
     from pipeline.training import training_args
 
-    with pytest.raises(ConfigError, match=r"decay_ratio=1.5 must be in \(0, 1\]"):
+    with pytest.raises(ConfigError, match=r"pretrain.decay_ratio=1.5 must be in \(0, 1\]"):
         training_args(PretrainConfig(decay_ratio=1.5), tmp_path, 100)
+    with pytest.raises(ConfigError, match=r"finetune.decay_ratio=0.0 must be in \(0, 1\]"):
+        training_args(FinetuneConfig(decay_ratio=0.0), tmp_path, 100)
 
 
 @pytest.mark.parametrize("cls", [PretrainConfig, FinetuneConfig])
