@@ -149,9 +149,10 @@ def _fingerprint(run: Run, params: Params, epochs: tuple[float, int], inputs: st
 def _reusable(run: Run, params: Params, paths: Paths, family: str, epochs: tuple[float, int]) -> Path | None:
     """The finetune@/ablation@ predictions file that IS this run, when params guarantee it: the whole train
     split, finetune.seed, the same epochs, deterministic training, and the stage's init the arm's (finetune.init
-    pretrained, finetune.ablation_init random)."""
+    pretrained, finetune.ablation_init random). Never for the checkpoint arm: no stage runs it."""
     cfg = params.finetune
-    same = (params.curves.reuse_stage_runs and run.size == ALL and run.seed == cfg.seed and cfg.full_determinism
+    same = (params.curves.reuse_stage_runs and run.arm in ARMS and run.size == ALL and run.seed == cfg.seed
+            and cfg.full_determinism
             and epochs == (cfg.num_train_epochs, 1)
             and (cfg.ablation_init if run.arm == "random" else cfg.init) == ("random" if run.arm == "random"
                                                                              else "pretrained"))

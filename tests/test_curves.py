@@ -288,3 +288,19 @@ def test_checkpoint_arm_trains_the_reference_at_its_own_rate(workdir, tiny_param
     assert summary["reference"]["source"] == summary["reference"]["path"] == str(reference)
     assert 0 <= point["checkpoint"]["accuracy"]["mean"] <= 1
     assert point["checkpoint_difference"]["accuracy"]["seeds"] == 1
+
+
+def test_only_the_stage_arms_reuse_the_stage_runs(tmp_path, tiny_params):
+    """(all, finetune.seed) reads finetune@/ablation@ predictions for the pretrained and random arms; the checkpoint
+    arm, which no stage runs, always trains (it once matched the ablation's file by falling through)."""
+    from pipeline.paths import Paths
+
+    paths = Paths(tmp_path)
+    for stage in ("finetune", "finetune_random_init"):
+        paths.metrics(stage, "bert").mkdir(parents=True)
+        (paths.metrics(stage, "bert") / "predictions.json").write_text("[]")
+    epochs, seed = (tiny_params.finetune.num_train_epochs, 1), tiny_params.finetune.seed
+    found = {arm: curves._reusable(curves.Run(arm, curves.ALL, seed), tiny_params, paths, "bert", epochs)
+             for arm in (*curves.ARMS, curves.CHECKPOINT)}
+    assert found == {"pretrained": paths.metrics("finetune", "bert") / "predictions.json",
+                     "random": paths.metrics("finetune_random_init", "bert") / "predictions.json", "checkpoint": None}
