@@ -202,12 +202,17 @@ def load_inputs(family: str, params: Params, paths: Paths) -> Inputs:
                   plan_subsets(train[1], params.curves), sources, digests)
 
 
+def arm_learning_rate(arm: str, params: Params) -> float:
+    """The peak fine-tuning rate of `arm`: curves.reference_learning_rate for the checkpoint arm (when set),
+    finetune.learning_rate otherwise."""
+    rate = params.curves.reference_learning_rate
+    return rate if arm == CHECKPOINT and rate is not None else params.finetune.learning_rate
+
+
 def run_params(run: Run, params: Params) -> Params:
-    """The params one run trains with: finetune.seed the run's; the checkpoint arm at its own learning rate."""
-    changes: dict = {"seed": run.seed}
-    if run.arm == CHECKPOINT and params.curves.reference_learning_rate is not None:
-        changes["learning_rate"] = params.curves.reference_learning_rate
-    return dataclasses.replace(params, finetune=dataclasses.replace(params.finetune, **changes))
+    """The params one run trains with: finetune.seed the run's, and its arm's learning rate."""
+    return dataclasses.replace(params, finetune=dataclasses.replace(
+        params.finetune, seed=run.seed, learning_rate=arm_learning_rate(run.arm, params)))
 
 
 def run_one(run: Run, inputs: Inputs, params: Params, paths: Paths) -> dict:
@@ -313,7 +318,7 @@ def summarize(inputs: Inputs, results: dict, tfidf: dict, params: Params) -> dic
     if CHECKPOINT in inputs.sources:
         resolved = inputs.sources[CHECKPOINT]  # python:MODULE's folder is MODULE/model: keep the name given
         reference = {"reference": {"source": params.curves.reference.get(inputs.family, resolved), "path": resolved,
-                                   "learning_rate": run_params(Run(CHECKPOINT, ALL, 0), params).finetune.learning_rate,
+                                   "learning_rate": arm_learning_rate(CHECKPOINT, params),
                                    **where_pretraining_pays(curve, "accuracy", "checkpoint_difference")}}
     return {"family": inputs.family, "metric": "accuracy", **where_pretraining_pays(curve, "accuracy"),
             "f1_macro": where_pretraining_pays(curve, "f1_macro"), "seeds": list(params.curves.seeds),
