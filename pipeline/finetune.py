@@ -21,7 +21,8 @@ from pipeline.paths import Paths
 from pipeline.pretrain import ListDataset
 from pipeline.model_limits import position_limit
 from pipeline.training import (LiveCallback, drop_checkpoints, prepare_checkpoints, resolve_checkpoint,
-                               save_model_folder, set_threads, training_args, world_size)
+                               save_model_folder, set_threads, set_training_attention, training_args,
+                               world_size)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def build_classifier(family: Family, source: str | None, params: Params, paths: 
     if source is not None and params.finetune.reinit_top_layers is not None:
         _reinit(model, family.top_modules(model, params.finetune.reinit_top_layers), params.finetune.seed)
     _check_max_length(model.config, tokenizer, params.finetune.max_length)
+    set_training_attention(model, params.finetune)
     return model, tokenizer
 
 

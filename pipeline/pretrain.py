@@ -17,8 +17,8 @@ from pipeline.families import get_family
 from pipeline.io import write_json
 from pipeline.paths import Paths
 from pipeline.training import (LiveCallback, drop_checkpoints, ObjectiveTrainer, prepare_checkpoints,
-                               resolve_checkpoint, save_model_folder, set_threads, summarize_objectives, training_args,
-                               world_size)
+                               resolve_checkpoint, save_model_folder, set_threads, set_training_attention,
+                               summarize_objectives, training_args, world_size)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ def pretraining_model(family, params: Params, cfg: PretrainConfig, tokenizer, so
         dropout = {} if cfg.dropout is None else {key: cfg.dropout for key in family.dropout_keys}
         model = family.pretraining_class(AutoConfig.from_pretrained(source)).from_pretrained(source, **dropout)
     family.weigh_objectives(model, cfg)
+    set_training_attention(model, cfg)
     return model
 
 

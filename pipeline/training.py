@@ -37,6 +37,28 @@ def bf16_supported() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def uses_bf16(cfg: TrainConfig) -> bool:
+    """Whether a run of `cfg` trains under bfloat16 autocast (cfg.bf16 None: where it runs natively)."""
+    return bf16_supported() if cfg.bf16 is None else cfg.bf16
+
+
+def section_of(cfg: TrainConfig) -> str:
+    """The params.yaml section a TrainConfig came from, for error messages."""
+    return "pretrain" if isinstance(cfg, PretrainConfig) else "finetune"
+
+
+def set_training_attention(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Switch `model` to cfg.attention's kernels for training (the saved config keeps no choice)."""
+    wanted = cfg.attention
+    if wanted == "auto":
+        wanted = "eager" if uses_bf16(cfg) and not torch.cuda.is_available() else None
+    if wanted == "sdpa" and not getattr(model, "_supports_sdpa", False):
+        raise ConfigError(f"{section_of(cfg)}.attention=sdpa: {type(model).__name__} has no SDPA attention; "
+                          f"use auto or eager")
+    if wanted is not None and model.config._attn_implementation != wanted:
+        model.set_attn_implementation(wanted)
+
+
 def world_size() -> int:
     """Processes training together: WORLD_SIZE, set by torchrun / accelerate launch; 1 otherwise."""
     return int(os.environ.get("WORLD_SIZE", 1))
@@ -52,14 +74,13 @@ def training_args(cfg: TrainConfig, output_dir: Path, total_steps: int, **overri
     """TrainingArguments with every TrainConfig field (tests/test_config.py checks that each one arrives);
     `total_steps`, the optimizer steps the run will take, sizes warmup_stable_decay's decay."""
     if not 0 < cfg.decay_ratio <= 1:
-        section = "pretrain" if isinstance(cfg, PretrainConfig) else "finetune"
-        raise ConfigError(f"{section}.decay_ratio={cfg.decay_ratio} must be in (0, 1]: the share of the steps over "
+        raise ConfigError(f"{section_of(cfg)}.decay_ratio={cfg.decay_ratio} must be in (0, 1]: the share of the steps over "
                           f"which warmup_stable_decay brings the rate to zero (e.g. 0.2)")
     if cfg.lr_scheduler_type == "warmup_stable_decay":
         overrides["lr_scheduler_kwargs"] = {"num_decay_steps": max(1, round(cfg.decay_ratio * total_steps)),
                                             "decay_type": "linear"}
     return TrainingArguments(
-        bf16=bf16_supported() if cfg.bf16 is None else cfg.bf16, full_determinism=cfg.full_determinism,
+        bf16=uses_bf16(cfg), full_determinism=cfg.full_determinism,
         output_dir=str(output_dir), learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
         adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps

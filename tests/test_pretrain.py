@@ -113,6 +113,8 @@ def test_pretrain_stage_writes_a_from_pretrained_folder(workdir, tiny_params, fa
     assert isinstance(auto_class.from_pretrained(out), expected_class)
     AutoTokenizer.from_pretrained(out)
     assert json.loads((out / "bilm.json").read_text())["params"]["preset"] == "tiny"
+    # pretrain.attention is a training choice: the folder keeps none, so export and serving load the default
+    assert not [key for key in json.loads((out / "config.json").read_text()) if "attn_implementation" in key]
     assert metrics["tokens_per_second"] > 0
     # the held-out figures belong to the saved weights: the reloaded model scores the same examples identically
     family, tokenizer = get_family(family_name), AutoTokenizer.from_pretrained(out)
@@ -257,3 +259,29 @@ def test_new_bert_models_start_from_the_position_init(tiny_params, prepared, pos
         expected = sinusoidal_positions(*table.shape) * model.config.initializer_range * 2 ** 0.5
         assert torch.allclose(table, expected) == (position_init == "sinusoidal")
         assert table.std().item() == pytest.approx(model.config.initializer_range, rel=0.3)
+
+
+@pytest.mark.parametrize("attention,bf16,expected", [
+    ("auto", True, "eager"), ("auto", False, "sdpa"), ("eager", False, "eager"), ("sdpa", True, "sdpa")])
+def test_training_attention_reaches_the_pretraining_model_and_the_classifier(tiny_params, prepared, attention, bf16,
+                                                                             expected):
+    """On a CPU, auto means eager under bf16 autocast (SDPA is slower there) and transformers' SDPA otherwise."""
+    from pipeline.finetune import build_classifier
+    from pipeline.pretrain import pretraining_model
+
+    family, tokenizer = get_family("bert"), AutoTokenizer.from_pretrained(prepared.tokenizer("bert"))
+    params = dataclasses.replace(
+        tiny_params, pretrain=dataclasses.replace(tiny_params.pretrain, attention=attention, bf16=bf16),
+        finetune=dataclasses.replace(tiny_params.finetune, attention=attention, bf16=bf16))
+    model = pretraining_model(family, params, params.pretrain, tokenizer, None)
+    classifier, _ = build_classifier(family, None, params, prepared, {"great": 0, "other": 1})
+    assert model.config._attn_implementation == classifier.config._attn_implementation == expected
+
+
+def test_sdpa_attention_for_a_family_without_it_is_an_error_naming_the_key(tiny_params, prepared):
+    from pipeline.pretrain import pretraining_model
+
+    family, tokenizer = get_family("xlnet"), AutoTokenizer.from_pretrained(prepared.tokenizer("xlnet"))
+    cfg = dataclasses.replace(tiny_params.pretrain, attention="sdpa")
+    with pytest.raises(ConfigError, match=r"pretrain.attention=sdpa: XLNetLMHeadModelAtTargets has no SDPA attention"):
+        pretraining_model(family, tiny_params, cfg, tokenizer, None)
