@@ -146,7 +146,8 @@ class PretrainConfig(TrainConfig):
     # to 20.3%; the linear decay left the rate too low for MLM's second climb, which starts near step 1,200
     lr_scheduler_type: Scheduler = "warmup_stable_decay"
     # 2,700: with eager attention under bf16 (TrainConfig.attention) a BERT step costs 1.5x less than with SDPA,
-    # so 2,700 steps fit the wall clock 2,000 took (about 395 s on a 2-core EPYC); 3,000 steps: held-out MLM 32.4%
+    # so 2,700 steps fit the wall clock 2,000 took (about 395 s on a 2-core EPYC): held-out MLM 31.9% (2,000 steps
+    # with SDPA: 29.8%)
     max_steps: int = 2700
     # per-family step counts: XLNet's two-stream steps cost about twice BERT's, so 600 is the same wall clock
     max_steps_by_family: dict[str, int] = field(default_factory=lambda: {"xlnet": 600})
