@@ -301,14 +301,18 @@ def size_summary(size: str, inputs: Inputs, results: dict, tfidf: dict, params: 
 def where_pretraining_pays(curve: dict[str, dict], metric: str, key: str = "difference") -> dict:
     """pretraining_pays_up_to: the largest n up to which every CI of pretrained - random (`key`:
     checkpoint_difference, the checkpoint arm's) is above zero (None if not at the smallest); stops_paying_at:
-    the smallest n whose CI includes or is below zero (None: never)."""
+    the smallest n whose CI includes or is below zero (None: never); pays_at: every n whose CI is above zero,
+    which a curve whose CI spans zero at a small n (a wide seed spread) can still have further on."""
     pays_up_to = stops_at = None
+    pays_at = []
     for row in curve.values():
-        if row[key][metric]["ci_low"] > 0 and stops_at is None:
-            pays_up_to = row["n"]
+        if row[key][metric]["ci_low"] > 0:
+            pays_at.append(row["n"])
+            if stops_at is None:
+                pays_up_to = row["n"]
         elif stops_at is None:
             stops_at = row["n"]
-    return {"pretraining_pays_up_to": pays_up_to, "stops_paying_at": stops_at}
+    return {"pretraining_pays_up_to": pays_up_to, "stops_paying_at": stops_at, "pays_at": pays_at}
 
 
 def summarize(inputs: Inputs, results: dict, tfidf: dict, params: Params) -> dict:
@@ -413,9 +417,9 @@ def summary_line(summary: dict) -> str:
                      f" (vs random {diff(p['checkpoint_difference']['accuracy'])})")
         lines.append(f"{line}, tfidf {p['tfidf']['accuracy']:.3f}")
     lines.append(f"pretraining pays up to n={summary['pretraining_pays_up_to']}, stops paying at "
-                 f"n={summary['stops_paying_at']}")
+                 f"n={summary['stops_paying_at']}, pays at n={summary['pays_at']}")
     if "reference" in summary:
-        lines.append(f"the checkpoint ({summary['reference']['source']}) pays up to "
-                     f"n={summary['reference']['pretraining_pays_up_to']}, stops paying at "
-                     f"n={summary['reference']['stops_paying_at']}")
+        ref = summary["reference"]
+        lines.append(f"the checkpoint ({ref['source']}) pays up to n={ref['pretraining_pays_up_to']}, stops paying "
+                     f"at n={ref['stops_paying_at']}, pays at n={ref['pays_at']}")
     return "\n".join(lines)

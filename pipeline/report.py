@@ -487,8 +487,13 @@ def curve_table(summary: dict) -> list[str]:
     return _table(header, rows)
 
 
+def _paying_sizes(sizes: list) -> str:
+    return ", ".join(f"n = {n}" for n in sizes)
+
+
 def pays_sentence(summary: dict) -> str:
-    """Where pretraining stops paying (accuracy, the CI of pretrained − random init), in one sentence."""
+    """Where pretraining stops paying (accuracy, the CI of pretrained − random init), in one sentence, and every
+    larger n where it pays again."""
     conf, stops, pays = int(100 * summary["bootstrap"]["confidence"]), summary["stops_paying_at"], \
         summary["pretraining_pays_up_to"]
     largest = max(p["n"] for p in summary["curve"].values())
@@ -496,8 +501,10 @@ def pays_sentence(summary: dict) -> str:
         return (f"Pretraining pays at every n measured (up to {largest}): the {conf}% CI of pretrained − random "
                 f"init accuracy is above zero at each.")
     upto = f"it pays up to n = {pays}" if pays else "it does not pay even at the smallest n"
+    later = [n for n in summary.get("pays_at", []) if n > stops]
+    again = f", and again at {_paying_sizes(later)}, where the CI is above zero" if later else ""
     return (f"Pretraining stops paying at n = {stops}, the smallest n where the {conf}% CI of pretrained − random "
-            f"init accuracy includes or is below zero; {upto}.")
+            f"init accuracy includes or is below zero; {upto}{again}.")
 
 
 def checkpoint_sentence(summary: dict) -> str:
@@ -505,8 +512,8 @@ def checkpoint_sentence(summary: dict) -> str:
     ref = summary.get("reference")
     if not ref:
         return ""
-    stops, pays = ref["stops_paying_at"], ref["pretraining_pays_up_to"]
-    where = ("at every n measured" if stops is None else f"up to n = {pays}" if pays
+    stops, pays_at = ref["stops_paying_at"], ref.get("pays_at", [])
+    where = ("at every n measured" if stops is None else f"at {_paying_sizes(pays_at)}" if pays_at
              else "at none of the n measured")
     return (f"The checkpoint arm, `{ref['source']}` fine-tuned the same way at learning rate "
             f"{ref['learning_rate']:g}, beats random init {where} (accuracy, CI above zero): what pretraining at "

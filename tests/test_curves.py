@@ -112,12 +112,27 @@ def test_where_pretraining_stops_paying():
     curve = {"100": _point(100, 0.05, 0.1), "250": _point(250, 0.01, 0.2), "500": _point(500, -0.01, 0.05),
              "all": _point(4000, 0.02, 0.04)}
     assert curves.where_pretraining_pays(curve, "accuracy") == {"pretraining_pays_up_to": 250,
-                                                                "stops_paying_at": 500}
+                                                                "stops_paying_at": 500, "pays_at": [100, 250, 4000]}
     paying = {k: _point(p["n"], 0.01, 0.1) for k, p in curve.items()}
     assert curves.where_pretraining_pays(paying, "accuracy") == {"pretraining_pays_up_to": 4000,
-                                                                 "stops_paying_at": None}
+                                                                 "stops_paying_at": None,
+                                                                 "pays_at": [100, 250, 500, 4000]}
     assert curves.where_pretraining_pays({"100": _point(100, -0.1, 0.1)}, "accuracy") == {
-        "pretraining_pays_up_to": None, "stops_paying_at": 100}
+        "pretraining_pays_up_to": None, "stops_paying_at": 100, "pays_at": []}
+
+
+def test_the_report_names_a_larger_n_where_pretraining_pays_after_a_smaller_one_where_it_does_not():
+    """A CI that spans zero at n = 100 (the random arm's seeds spread widely) must not read as 'pretraining
+    does not pay' when it pays at n = 500: the default run of 2026-11-30 gave exactly that curve."""
+    from pipeline.report import checkpoint_sentence, pays_sentence
+
+    curve = {"100": _point(100, -0.010, 0.114), "500": _point(500, 0.017, 0.074)}
+    summary = {"bootstrap": {"confidence": 0.95}, "curve": curve, **curves.where_pretraining_pays(curve, "accuracy")}
+    sentence = pays_sentence(summary)
+    assert "stops paying at n = 100" in sentence and "does not pay even at the smallest n" in sentence
+    assert "and again at n = 500, where the CI is above zero" in sentence
+    summary["reference"] = {"source": "ckpt", "learning_rate": 5e-5, **curves.where_pretraining_pays(curve, "accuracy")}
+    assert "beats random init at n = 500 (accuracy" in checkpoint_sentence(summary)
 
 
 class _Interrupt(Exception):
