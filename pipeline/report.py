@@ -502,7 +502,8 @@ def pays_sentence(summary: dict) -> str:
                 f"init accuracy is above zero at each.")
     upto = f"it pays up to n = {pays}" if pays else "it does not pay even at the smallest n"
     later = [n for n in summary.get("pays_at", []) if n > stops]
-    again = f", and again at {_paying_sizes(later)}, where the CI is above zero" if later else ""
+    again = (f"{', and again' if pays else ', but it does'} at {_paying_sizes(later)}, where the CI is above zero"
+             if later else "")
     return (f"Pretraining stops paying at n = {stops}, the smallest n where the {conf}% CI of pretrained − random "
             f"init accuracy includes or is below zero; {upto}{again}.")
 

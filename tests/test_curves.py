@@ -130,7 +130,11 @@ def test_the_report_names_a_larger_n_where_pretraining_pays_after_a_smaller_one_
     summary = {"bootstrap": {"confidence": 0.95}, "curve": curve, **curves.where_pretraining_pays(curve, "accuracy")}
     sentence = pays_sentence(summary)
     assert "stops paying at n = 100" in sentence and "does not pay even at the smallest n" in sentence
-    assert "and again at n = 500, where the CI is above zero" in sentence
+    assert sentence.endswith("does not pay even at the smallest n, but it does at n = 500, where the CI is above zero.")
+    paying_first = {"100": _point(100, 0.01, 0.1), "250": _point(250, -0.01, 0.1), "500": _point(500, 0.01, 0.1)}
+    summary = {"bootstrap": {"confidence": 0.95}, "curve": paying_first,
+               **curves.where_pretraining_pays(paying_first, "accuracy")}
+    assert pays_sentence(summary).endswith("it pays up to n = 100, and again at n = 500, where the CI is above zero.")
     summary["reference"] = {"source": "ckpt", "learning_rate": 5e-5, **curves.where_pretraining_pays(curve, "accuracy")}
     assert "beats random init at n = 500 (accuracy" in checkpoint_sentence(summary)
 
