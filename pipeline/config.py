@@ -124,7 +124,7 @@ class TrainConfig:
     seed: int = 42
     logging_steps: int = 20
     dataloader_num_workers: int = 0
-    bf16: bool | None = None  # bfloat16 autocast; None: on where the CPU/GPU runs it natively (1.6x on AVX512-BF16)
+    bf16: bool | None = None  # bfloat16 autocast; None: where the CPU/GPU runs it natively (AVX512-BF16: 1.6x, eager)
     # the attention kernels the model trains with: "eager" (matmul + softmax), "sdpa" (torch's fused
     # scaled_dot_product_attention, where the family has it), or "auto": eager under bf16 autocast on a CPU, where
     # SDPA is slower (BERT small pretraining, 2 cores AVX512-BF16: 16.8k vs 11.8k tokens/s), else transformers'
