@@ -74,8 +74,8 @@ def training_args(cfg: TrainConfig, output_dir: Path, total_steps: int, **overri
     """TrainingArguments with every TrainConfig field (tests/test_config.py checks that each one arrives);
     `total_steps`, the optimizer steps the run will take, sizes warmup_stable_decay's decay."""
     if not 0 < cfg.decay_ratio <= 1:
-        raise ConfigError(f"{section_of(cfg)}.decay_ratio={cfg.decay_ratio} must be in (0, 1]: the share of the steps over "
-                          f"which warmup_stable_decay brings the rate to zero (e.g. 0.2)")
+        raise ConfigError(f"{section_of(cfg)}.decay_ratio={cfg.decay_ratio} must be in (0, 1]: the share of the "
+                          f"steps over which warmup_stable_decay brings the rate to zero (e.g. 0.2)")
     if cfg.lr_scheduler_type == "warmup_stable_decay":
         overrides["lr_scheduler_kwargs"] = {"num_decay_steps": max(1, round(cfg.decay_ratio * total_steps)),
                                             "decay_type": "linear"}
