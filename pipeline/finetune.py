@@ -108,9 +108,9 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
         # the n % batch_size rows that make the short batch are random ones, and it comes last, so the
         # DataLoader's cut into batch_size rows falls on batch edges
         whole = len(order) - len(order) % self.batch_size
-        batches = []
-        for start in range(0, whole, self.batch_size * MEGABATCH):
-            group = sorted(order[start:min(start + self.batch_size * MEGABATCH, whole)], key=self.lengths.__getitem__)
+        batches, group_rows = [], self.batch_size * MEGABATCH
+        for start in range(0, whole, group_rows):
+            group = sorted(order[start:min(start + group_rows, whole)], key=self.lengths.__getitem__)
             batches += [group[i:i + self.batch_size] for i in range(0, len(group), self.batch_size)]
         for b in torch.randperm(len(batches)).tolist():
             yield from batches[b]

@@ -173,20 +173,28 @@ def recommendation(quality: dict, latency: dict, stats: dict, seed_pairs: list |
     better = _significantly_better_alternatives(best[0], quality, stats)
     if not better:
         return (f"ship {choice}; neither its ablation ({ablation_label(quality, best[0])}) nor the TF-IDF "
-                f"baseline is significantly better{_borderline_note(best[0], stats)}")
+                f"baseline is significantly better{_borderline_note(best[0], quality, stats)}")
     return (f"ship **{better[0]}**, not a pretrained model: {'; '.join(better[1:])}. Among the pretrained models "
             f"the pick would be {choice}")
 
 
-def _significantly_better_alternatives(model: str, quality: dict, stats: dict) -> list[str]:
-    """[what to ship instead, why...] when the TF-IDF baseline or the model's random-init ablation is more
-    accurate than `model` with a paired CI above zero (the evaluate stage's `{model}_vs_{other}` pairs); the
-    baseline first, as it is also the cheapest; [] when neither is."""
-    found = []
+def _alternatives(model: str, quality: dict, stats: dict):
+    """(other, label, accuracy difference of `model` - other) for the TF-IDF baseline and the model's ablation,
+    where the evaluate stage scored the pair `{model}_vs_{other}`; the baseline first, as it is also the cheapest."""
     for other, label in (("tfidf-baseline", "the TF-IDF baseline"),
                          (f"{model}-random-init", f"{model} from {ablation_label(quality, model)} (the ablation)")):
-        d = stats.get(f"{model}_vs_{other}", {}).get("accuracy")
-        if stats.get(f"{model}_vs_{other}", {}).get("status") == "ok" and d and d["ci_high"] < 0:
+        pair = stats.get(f"{model}_vs_{other}", {})
+        if pair.get("status") == "ok" and pair.get("accuracy"):
+            yield other, label, pair
+
+
+def _significantly_better_alternatives(model: str, quality: dict, stats: dict) -> list[str]:
+    """[what to ship instead, why...] when the TF-IDF baseline or the model's random-init ablation is more
+    accurate than `model` with a paired CI above zero; [] when neither is."""
+    found = []
+    for other, label, pair in _alternatives(model, quality, stats):
+        d = pair["accuracy"]
+        if d["ci_high"] < 0:
             row = quality.get(other, {})
             acc = next((r["accuracy"] for r in row.values() if r.get("status") == "ok"), float("nan"))
             found.append((other, f"{label} is more accurate ({acc:.3f}, {100 * -d['difference']:+.1f} pts over "
@@ -194,16 +202,13 @@ def _significantly_better_alternatives(model: str, quality: dict, stats: dict) -
     return [found[0][0], *(why for _, why in found)] if found else []
 
 
-def _borderline_note(model: str, stats: dict) -> str:
+def _borderline_note(model: str, quality: dict, stats: dict) -> str:
     """'; but ...' naming the baseline or ablation when it leads `model` with McNemar's p below ALPHA while the
     bootstrap CI still reaches 0 (the two tests disagree at the edge), else ''."""
-    close = []
-    for other in ("tfidf-baseline", f"{model}-random-init"):
-        pair = stats.get(f"{model}_vs_{other}", {})
-        d = pair.get("accuracy")
-        if pair.get("status") == "ok" and d and d["difference"] < 0 and _mcnemar_p(pair) < ALPHA:
-            close.append(f"{other} leads by {100 * -d['difference']:.1f} pts (McNemar p = {_mcnemar_p(pair):.3g}, "
-                         f"CI [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}])")
+    close = [f"{other} leads by {100 * -d['difference']:.1f} pts (McNemar p = {_mcnemar_p(pair):.3g}, "
+             f"CI [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}])"
+             for other, _, pair in _alternatives(model, quality, stats)
+             if (d := pair["accuracy"])["difference"] < 0 and _mcnemar_p(pair) < ALPHA]
     return f"; but at the edge of significance, {' and '.join(close)}" if close else ""
 
 
