@@ -52,11 +52,12 @@ def build_classifier(family: Family, source: str | None, params: Params, paths: 
         family.initialize(model, params.pretrain)  # as a new pretraining model starts: only pretraining differs
     else:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        # model.dropout again: pretraining may have run without it (pretrain.dropout)
-        dropout = {key: params.model.dropout for key in family.dropout_keys}
+        # model.dropout / attention_dropout again: pretraining may have run without them (pretrain.dropout)
+        dropout = family.dropout_config(params.model)
         model = family.classifier_for(AutoConfig.from_pretrained(source)).from_pretrained(
             source, num_labels=len(label2id), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True,
             **dropout)
+    family.apply_dropout(model, params.model)
     if source is not None and params.finetune.reinit_top_layers is not None:
         _reinit(model, family.top_modules(model, params.finetune.reinit_top_layers), params.finetune.seed)
     _check_max_length(model.config, tokenizer, params.finetune.max_length)

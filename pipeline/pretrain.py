@@ -82,8 +82,10 @@ def pretraining_model(family, params: Params, cfg: PretrainConfig, tokenizer, so
     and the objective weights. Seeded: the Trainer seeds only after the model exists."""
     torch.manual_seed(cfg.seed)
     if source is None:
-        shape = params.model if cfg.dropout is None else dataclasses.replace(params.model, dropout=cfg.dropout)
+        shape = params.model if cfg.dropout is None else dataclasses.replace(
+            params.model, dropout=cfg.dropout, attention_dropout={})  # pretrain.dropout: every dropout
         model = family.pretraining_model(family.build_config(shape, tokenizer))
+        family.apply_dropout(model, shape)
         family.initialize(model, cfg)
     else:
         dropout = {} if cfg.dropout is None else {key: cfg.dropout for key in family.dropout_keys}

@@ -185,3 +185,33 @@ def test_the_fine_tuning_trainer_samples_with_length_groups(prepared, tiny_param
     model, tok, data, id2label = _setup(get_family("bert"), None, tiny_params, prepared, train)
     trainer = make_trainer(tiny_params, model, tok, data, train[1], id2label, tmp_path, [])
     assert isinstance(trainer._get_train_sampler(), LengthGroupedBatches)
+
+
+def _dropouts(model) -> tuple[float, float]:
+    """(hidden, attention-probability) dropout of a BERT (config keys) or XLNet (the split module) model."""
+    if hasattr(model.config, "attention_probs_dropout_prob"):
+        return model.config.hidden_dropout_prob, model.config.attention_probs_dropout_prob
+    module = model.transformer.layer[-1].rel_attn.dropout
+    return module.p, getattr(module, "p_attention", module.p)
+
+
+@pytest.mark.parametrize("family_name", ["bert", "xlnet"])
+def test_model_attention_dropout_reaches_classifiers_and_pretrain_dropout_overrides_it(prepared, tiny_params,
+                                                                                       tmp_path, family_name):
+    """Both classifier starts (random init, a folder saved with other dropouts) get model.dropout on the hidden
+    states and model.attention_dropout on the attention probabilities; pretrain.dropout, where set, is every
+    dropout of a new pretraining model."""
+    from pipeline.finetune import build_classifier
+    from pipeline.pretrain import pretraining_model
+
+    family, tok = get_family(family_name), AutoTokenizer.from_pretrained(prepared.tokenizer(family_name))
+    shape = dataclasses.replace(tiny_params.model, dropout=0.2, attention_dropout={family_name: 0.05})
+    params = dataclasses.replace(tiny_params, model=shape)
+    saved = family.build_config(dataclasses.replace(shape, dropout=0.0, attention_dropout={}), tok, num_labels=2)
+    family.classifier_for(saved)(saved).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    for source in (None, str(tmp_path)):
+        assert _dropouts(build_classifier(family, source, params, prepared, {"great": 0, "other": 1})[0]) == (0.2, 0.05)
+    for pretrain_dropout, expected in ((0.0, (0.0, 0.0)), (None, (0.2, 0.05))):
+        cfg = dataclasses.replace(params.pretrain, dropout=pretrain_dropout)
+        assert _dropouts(pretraining_model(family, params, cfg, tok, None)) == expected

@@ -243,6 +243,43 @@ def test_xlnet_refuses_pre_layer_norm(tiny_params, prepared):
         get_family("xlnet").build_config(shape, tokenizer)
 
 
+@pytest.mark.parametrize("value", [1.0, -0.1])
+def test_model_attention_dropout_must_be_a_probability(prepared, tiny_params, value):
+    tokenizer = AutoTokenizer.from_pretrained(prepared.tokenizer("bert"))
+    shape = dataclasses.replace(tiny_params.model, attention_dropout={"bert": value})
+    with pytest.raises(ConfigError, match=rf"model.attention_dropout.bert: .* must be in \[0, 1\), got {value}"):
+        get_family("bert").build_config(shape, tokenizer)
+
+
+def test_a_family_without_an_attention_dropout_refuses_the_key(tiny_params):
+    from pipeline.families.base import Family
+
+    family = type("NoKey", (Family,), {"name": "nokey", "dropout_keys": ("dropout",)})()
+    shape = dataclasses.replace(tiny_params.model, attention_dropout={"nokey": 0.0})
+    with pytest.raises(ConfigError, match="model.attention_dropout.nokey: nokey has no dropout of its own"):
+        family.apply_dropout(torch.nn.Linear(1, 1), shape)
+
+
+def test_xlnet_attention_dropout_splits_the_one_module_by_tensor(prepared, tiny_params):
+    """XLNetRelativeAttention calls its `dropout` on the probabilities (4-D) and the output (3-D): the split
+    module must see exactly those two, and drop only where its probability says."""
+    from pipeline.families.xlnet import AttentionProbabilityDropout
+
+    family, tok = get_family("xlnet"), AutoTokenizer.from_pretrained(prepared.tokenizer("xlnet"))
+    shape = dataclasses.replace(tiny_params.model, dropout=0.2, attention_dropout={"xlnet": 0.0})
+    model = family.classifier_for(config := family.build_config(shape, tok, num_labels=2))(config)
+    family.apply_dropout(model, shape)
+    seen = []
+    for layer in model.transformer.layer:
+        assert (layer.rel_attn.dropout.p, layer.rel_attn.dropout.p_attention) == (0.2, 0.0)
+        layer.rel_attn.dropout.register_forward_hook(lambda m, args, out: seen.append(args[0].dim()))
+    model.train()(**tok(["a short review", "another one"], padding=True, return_tensors="pt"))
+    assert sorted(set(seen)) == [3, 4] and len(seen) == 2 * len(model.transformer.layer)
+    split = AttentionProbabilityDropout(p=0.0, p_attention=0.5).train()
+    assert torch.equal(split(torch.ones(4, 4, 4)), torch.ones(4, 4, 4))
+    assert (split(torch.ones(2, 2, 8, 8)) == 0).any()
+
+
 @pytest.mark.parametrize("position_init", ["sinusoidal", "random"])
 def test_new_bert_models_start_from_the_position_init(tiny_params, prepared, position_init):
     """pretrain.position_init reaches both new models: the pretraining one and the random-init classifier."""

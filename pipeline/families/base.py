@@ -48,6 +48,8 @@ class Family:
     # is the family's own
     classifier_classes: ClassVar[tuple[type, ...]]
     dropout_keys: ClassVar[tuple[str, ...]]  # the config keys of the encoder's dropout probabilities
+    # the config key of the dropout on attention probabilities alone (model.attention_dropout); None: no such key
+    attention_dropout_key: ClassVar[str | None] = None
     onnx: ClassVar[OnnxSpec] = OnnxSpec()
     pretraining_objectives: ClassVar[tuple[str, ...]]  # e.g. ("mlm", "nsp"); names of logged losses
 
@@ -60,6 +62,29 @@ class Family:
     def build_config(self, shape: ModelConfig, tokenizer, **extra: Any):
         """A transformers config for this family, with the vocabulary and special ids of `tokenizer`."""
         raise NotImplementedError
+
+    def dropout_config(self, shape: ModelConfig) -> dict[str, float]:
+        """Config key -> dropout probability: model.dropout for every key, and model.attention_dropout's entry
+        for this family on its attention-probability key (where its config has one)."""
+        values = {key: shape.dropout for key in self.dropout_keys}
+        p = self.attention_dropout(shape)
+        return values if p is None or self.attention_dropout_key is None else {**values, self.attention_dropout_key: p}
+
+    def attention_dropout(self, shape: ModelConfig) -> float | None:
+        """model.attention_dropout's entry for this family, checked; None where it has none."""
+        if self.name not in shape.attention_dropout:
+            return None
+        p = shape.attention_dropout[self.name]
+        if not 0 <= p < 1:
+            raise ConfigError(f"model.attention_dropout.{self.name}: a dropout probability must be in [0, 1), got {p}")
+        return p
+
+    def apply_dropout(self, model: torch.nn.Module, shape: ModelConfig) -> None:
+        """Set what the config cannot say on a model built with dropout_config(shape): a family whose config has
+        no attention-dropout key overrides this to set model.attention_dropout on the modules (training only)."""
+        if self.attention_dropout_key is None and self.attention_dropout(shape) is not None:
+            raise ConfigError(f"model.attention_dropout.{self.name}: {self.name} has no dropout of its own on the "
+                              f"attention probabilities; leave it out of model.attention_dropout")
 
     @property
     def model_types(self) -> tuple[str, ...]:

@@ -126,6 +126,7 @@ class Bert(Family):
     # take BERT's WordPiece tokenizer and segment ids as they are
     classifier_classes = (BertForSequenceClassification, RobertaPreLayerNormForSequenceClassification)
     dropout_keys = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+    attention_dropout_key = "attention_probs_dropout_prob"
     # torchscript: ORT's BERT optimizer fuses its graph into Attention + EmbedLayerNormalization; the dynamo
     # graph has the same numbers but its attention is not fused
     onnx = OnnxSpec(exporter="torchscript", opset=17, ort_model_type="bert",
@@ -151,9 +152,8 @@ class Bert(Family):
     def build_config(self, shape: ModelConfig, tokenizer, **extra: Any) -> BertConfig | RobertaPreLayerNormConfig:
         common = dict(vocab_size=len(tokenizer), hidden_size=shape.hidden_size,
                       num_hidden_layers=shape.num_hidden_layers, num_attention_heads=shape.num_attention_heads,
-                      intermediate_size=shape.intermediate_size, hidden_dropout_prob=shape.dropout,
-                      attention_probs_dropout_prob=shape.dropout, initializer_range=shape.initializer_range,
-                      pad_token_id=tokenizer.pad_token_id, **extra)
+                      intermediate_size=shape.intermediate_size, initializer_range=shape.initializer_range,
+                      pad_token_id=tokenizer.pad_token_id, **self.dropout_config(shape), **extra)
         if shape.layer_norm.get(self.name, "post") == "post":
             return BertConfig(max_position_embeddings=shape.max_position_embeddings, **common)
         # RoBERTa-style position ids count from pad_token_id + 1, so the table has pad_token_id + 1 more rows

@@ -70,6 +70,19 @@ class CompactPermutationCollator(DataCollatorForPermutationLanguageModeling):
         return batch
 
 
+class AttentionProbabilityDropout(torch.nn.Module):
+    """XLNetRelativeAttention's `dropout`, which it applies to two tensors: the attention probabilities
+    [batch, heads, i, j] (4-D) get `p_attention`, the attention output [seq, batch, hidden] (3-D) `p`.
+    No weights, so a saved model is the stock XLNet; a loaded one gets config.dropout everywhere again."""
+
+    def __init__(self, p: float, p_attention: float):
+        super().__init__()
+        self.p, self.p_attention = p, p_attention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.p_attention if x.dim() == 4 else self.p, self.training)
+
+
 @register
 class XLNet(Family):
     name = "xlnet"
@@ -110,10 +123,17 @@ class XLNet(Family):
                               "or leave xlnet out of model.layer_norm")
         return XLNetConfig(
             vocab_size=len(tokenizer), d_model=shape.hidden_size, n_layer=shape.num_hidden_layers,
-            n_head=shape.num_attention_heads, d_inner=shape.intermediate_size, dropout=shape.dropout,
+            n_head=shape.num_attention_heads, d_inner=shape.intermediate_size, **self.dropout_config(shape),
             initializer_range=shape.initializer_range,
             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, mem_len=None, use_mems_train=False, **extra)
+
+    def apply_dropout(self, model: torch.nn.Module, shape: ModelConfig) -> None:
+        # XLNetConfig's one `dropout` covers the attention probabilities too: split each layer's module
+        p = self.attention_dropout(shape)
+        if p is not None:
+            for layer in model.transformer.layer:
+                layer.rel_attn.dropout = AttentionProbabilityDropout(shape.dropout, p)
 
     def top_modules(self, model: torch.nn.Module, num_layers: int) -> list[torch.nn.Module]:
         # the sequence summary is new in every classifier already; only the top layers need a fresh start
