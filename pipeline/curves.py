@@ -18,8 +18,8 @@ The (all, finetune.seed) runs are the finetune@ and ablation@ stages' own runs w
 
 Cost of the defaults (sizes 100 and 500, 2 arms, 3 seeds: 12 runs per family): a run is 100-200 optimizer
 steps (curves.min_steps) in length-grouped batches plus 6 validation passes and one test pass. Measured in a
-fresh-clone default run on the project's 2-core machine, quiet (2026-11-30, commit 184afa5): curves@bert 9.6
-minutes (43-54 s a run), curves@xlnet 21.1 minutes (90-125 s a run), so the two do not fit the default
+fresh-clone default run on the project's 2-core machine, quiet (2026-11-30, commit c217f3a): curves@bert 7.1
+minutes (30-39 s a run), curves@xlnet 20.2 minutes (90-125 s a run), so the two do not fit the default
 `dvc repro`'s 30-minute budget beside the other stages. Fewer seeds or sizes cut it proportionally; each run
 logs its seconds, and FAMILY.json holds the stage's `train_seconds`. A MiniLM-L6 checkpoint arm adds about 9 minutes a run.
 """
