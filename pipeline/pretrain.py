@@ -81,14 +81,15 @@ def pretraining_model(family, params: Params, cfg: PretrainConfig, tokenizer, so
     """A new model of params.model's shape (source None), or the checkpoint's, with pretrain.dropout (if set)
     and the objective weights. Seeded: the Trainer seeds only after the model exists."""
     torch.manual_seed(cfg.seed)
+    # pretrain.dropout, where set, is every dropout (the attention probabilities' too)
+    shape = params.model if cfg.dropout is None else dataclasses.replace(
+        params.model, dropout=cfg.dropout, attention_dropout={})
     if source is None:
-        shape = params.model if cfg.dropout is None else dataclasses.replace(
-            params.model, dropout=cfg.dropout, attention_dropout={})  # pretrain.dropout: every dropout
         model = family.pretraining_model(family.build_config(shape, tokenizer))
         family.apply_dropout(model, shape)
         family.initialize(model, cfg)
-    else:
-        dropout = {} if cfg.dropout is None else {key: cfg.dropout for key in family.dropout_keys}
+    else:  # a checkpoint keeps its own dropout unless pretrain.dropout is set
+        dropout = {} if cfg.dropout is None else family.dropout_config(shape)
         model = family.pretraining_class(AutoConfig.from_pretrained(source)).from_pretrained(source, **dropout)
     family.weigh_objectives(model, cfg)
     set_training_attention(model, cfg)
