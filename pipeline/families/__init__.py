@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from pipeline.config import ConfigError, family_keyed
 from pipeline.errors import BilmError
 from pipeline.families.base import Family, OnnxSpec
 
@@ -41,6 +42,18 @@ def family_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def check_family_keys(params) -> None:
+    """Every family name in params (`families` and each map keyed by family) is registered; a misspelt name is an
+    error naming the key, not a setting that silently never applies."""
+    known = family_names()
+    named = [("families", list(params.families))] + [(key, list(value)) for key, value in family_keyed(params)]
+    for key, names in named:
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ConfigError(f"{key} names unknown families {unknown}; the registered families are "
+                              f"{', '.join(known)}")
+
+
 def family_of_config(config) -> Family:
     """The family whose classifier matches a transformers config's model_type."""
     _load_all()
@@ -51,4 +64,4 @@ def family_of_config(config) -> Family:
                    f"known families: {', '.join(sorted(_REGISTRY))}")
 
 
-__all__ = ["Family", "OnnxSpec", "register", "get_family", "family_names", "family_of_config"]
+__all__ = ["Family", "OnnxSpec", "register", "get_family", "family_names", "family_of_config", "check_family_keys"]
