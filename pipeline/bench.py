@@ -363,9 +363,12 @@ def ort_profilers(target: Target, settings: BenchSettings, workdir: Path) -> dic
 
 def time_real_texts(backends: dict[str, Any], texts: list[str], rounds: int, batch_size: int = 64) -> dict:
     """Texts/s of each backend over `texts` batched as its `classify` batches them (length-sorted, bucketed
-    where the predictor buckets), model time only, interleaved; and the padding each backend's batches carry."""
+    where the predictor buckets), model time only, interleaved; and the padding each backend's batches carry.
+    No texts (--real-texts 0): no rows."""
     from pipeline.evaluate import real_batches
 
+    if not texts:
+        return {}
     out = {}
     batches = {}
     for name, p in backends.items():
@@ -400,7 +403,7 @@ def gpu_rows(target: Target, texts: list[str], settings: BenchSettings) -> dict[
             feed = p.device_feed(fixed_batch(p, text, batch, seq))
             cells[f"{batch}x{seq}"] = _stats(time_calls(lambda: p.run(feed), max(20, settings.rounds), 3,
                                                         clock=p.clock), batch)
-        out[v.name] = {"status": "ok", "shapes": cells, "real_texts": time_real_texts({v.name: p}, texts, 3)[v.name]}
+        out[v.name] = {"status": "ok", "shapes": cells, "real_texts": time_real_texts({v.name: p}, texts, 3).get(v.name)}
     return out
 
 

@@ -74,6 +74,7 @@ def test_bench_runs_on_a_fresh_clone_with_and_without_out(tmp_path):
         assert all(s["roofline_fraction"] > 0 for s in cells.values())
         assert ("profile" in cells["2x64"]) == backend.startswith("ort-")
     assert row["cells"]["pytorch"]["2x64"]["speedup_vs_eager"] == 1.0
+    assert set(row["real_texts"]) == set(row["cells"]) and row["real_texts"]["ort-fp32"]["texts"] == 8
     assert set(row["gpu"]) == {"pytorch-cuda-fp16", "pytorch-cuda-bf16", "pytorch-cuda-compile"}
     import torch
 
@@ -81,7 +82,9 @@ def test_bench_runs_on_a_fresh_clone_with_and_without_out(tmp_path):
         assert all(g["status"].startswith("skipped: no CUDA device") for g in row["gpu"].values())
     assert result["machine"]["isa_flags"] and result["machine"]["cpu"]
     assert any(key.startswith("linear:") and key.endswith(":int8") for key in result["ceilings"])
-    # without --out: the default place, the models already built are reused
-    again = subprocess.run(base + ["--no-profile"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    # without --out: the default place, the models already built are reused; --real-texts 0: no real-text rows
+    again = subprocess.run(base + ["--no-profile", "--real-texts", "0"], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (tmp_path / "artifacts" / "bench" / "bench.json").is_file()
+    (row,) = json.loads((tmp_path / "artifacts" / "bench" / "bench.json").read_text())["results"]
+    assert row["real_texts"] == {} and set(row["cells"]["ort-int8"]) == {"1x16", "2x64"}

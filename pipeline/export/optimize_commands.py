@@ -79,7 +79,8 @@ def _shape_list(text: str) -> list[tuple[int, int]]:
 @click.option("--full", is_flag=True, help="the whole batch x length grid for the base preset too (slow: see README)")
 @click.option("--trained/--no-trained", default=True, help="the pipeline's models, where exported")
 @click.option("--profile/--no-profile", default=True, help="attention's share from ONNX Runtime's profiler")
-@click.option("--real-texts", type=int, default=256, show_default=True, help="test texts per backend and round")
+@click.option("--real-texts", type=click.IntRange(min=0), default=256, show_default=True,
+              help="test texts per backend and round; 0: no real-text rows")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="JSON file, or a folder to write bench.json into (default: artifacts/bench/bench.json)")
 def bench(families: str, presets: tuple[str, ...], threads: int, rounds: int, shapes: str, base_shapes: str,
