@@ -289,9 +289,12 @@ def _stats(times: list[float], items: int) -> dict[str, float]:
             "items_per_s": float(items / np.median(times))}
 
 
+CELL_TEXTS = 400  # test texts joined into the one long text the fixed-shape cells are cut from
+
+
 def long_text(predictor, texts: list[str]):
     """One real text of at least 512 tokens where the model allows (test texts joined): cut to each length."""
-    return predictor.encoder.encode([" ".join(texts[:400])])[0]
+    return predictor.encoder.encode([" ".join(texts[:CELL_TEXTS])])[0]
 
 
 def progress(line: str) -> None:
@@ -313,7 +316,7 @@ def time_cells(target: Target, backends: dict[str, Any], texts: list[str], setti
     out: dict[str, dict[str, dict]] = {name: {} for name in backends}
     profilers = ort_profilers(target, settings, ceilings.workdir) if settings.profile else {}
     for batch, seq in target.shapes:
-        if not fits(backends[EAGER], seq):
+        if not fits(backends[EAGER], seq) or len(text.ids) < seq:  # beyond the model, or the texts run short
             continue
         feeds = {name: fixed_batch(p, text, batch, seq) for name, p in backends.items()}
         calls = {name: (lambda p=p, f=feeds[name]: p.predict_logits(f)) for name, p in backends.items()}
@@ -321,7 +324,7 @@ def time_cells(target: Target, backends: dict[str, Any], texts: list[str], setti
         progress(f"{target.family} {target.preset} {batch}x{seq}: " + ", ".join(
             f"{n} {np.median(t) * 1e3:.1f} ms" for n, t in times.items()))
         for name, t in times.items():
-            stats = _stats(t, batch)
+            stats = {**_stats(t, batch), "input_shape": list(feeds[name]["input_ids"].shape)}  # as run
             precision = "int8" if name.endswith("int8") else "fp32"
             stats["roofline_fraction"] = ceilings.roofline_seconds(config, batch, seq, precision) / (min(t))
             stats["speedup_vs_eager"] = float(np.median(times[EAGER]) / np.median(t))
@@ -403,7 +406,8 @@ def gpu_rows(target: Target, texts: list[str], settings: BenchSettings) -> dict[
             feed = p.device_feed(fixed_batch(p, text, batch, seq))
             cells[f"{batch}x{seq}"] = _stats(time_calls(lambda: p.run(feed), max(20, settings.rounds), 3,
                                                         clock=p.clock), batch)
-        out[v.name] = {"status": "ok", "shapes": cells, "real_texts": time_real_texts({v.name: p}, texts, 3).get(v.name)}
+        real = time_real_texts({v.name: p}, texts[:settings.real_texts], 3).get(v.name)
+        out[v.name] = {"status": "ok", "shapes": cells, "real_texts": real}
     return out
 
 
@@ -435,7 +439,7 @@ def bench_target(target: Target, texts: list[str], settings: BenchSettings, ceil
            "size_mb": {n: sum(f.stat().st_size for f in Path(p.folder).glob("*") if f.is_file()) / 1e6
                        for n, p in backends.items()},
            "cells": time_cells(target, backends, texts, settings, ceilings),
-           "real_texts": time_real_texts(backends, texts, max(1, settings.rounds - 1))}
+           "real_texts": time_real_texts(backends, texts[:settings.real_texts], max(1, settings.rounds - 1))}
     del backends
     row["gpu"] = gpu_rows(target, texts, settings)
     return row
@@ -490,7 +494,7 @@ def run_bench(settings: BenchSettings, out: Path | None = None, paths: Paths | N
     passive_waits()
     paths = paths or Paths()
     paths.bench.mkdir(parents=True, exist_ok=True)
-    texts = bench_texts(paths, settings.real_texts)
+    texts = bench_texts(paths, max(settings.real_texts, CELL_TEXTS))  # the first real_texts for the real rows
     ceilings = Ceilings(paths.bench, settings.threads)
     out = out or paths.bench / "bench.json"
     results: list[dict] = []
