@@ -237,7 +237,7 @@ def summary_lines(quality: dict, latency: dict, stats: dict, curves: dict | None
         else f"no backend changed the predictions significantly (all McNemar p ≥ {ALPHA})"))
     lines += _pretraining_lines(quality, stats)
     curves = curves or {"families": {}, "pairs": []}
-    lines += headline_lines(curves)
+    lines += headline_lines(curves) + curves_off_lines(curves)
     lines.append(f"- **recommendation**: {recommendation(quality, latency, stats, curves['pairs'])}")
     return lines
 
@@ -454,10 +454,13 @@ def render(ev: dict, made: dict[str, bool], training: list[str] | None = None, c
 
 # --- learning curves (the curves stage's files, when they exist) ---------------------------------------------
 def read_curves(paths: Paths, families: list[str]) -> dict:
-    """{"families": {family: its curves JSON}, "pairs": [(a_vs_b, {metric: bootstrap})]}: every family pair,
-    pretrained at n = all, paired by seed on the curves' per-text predictions. Empty without the stage."""
+    """{"families": {family: its curves JSON}, "pairs": [(a_vs_b, {metric: bootstrap})], "off": {family: why}}:
+    every family pair, pretrained at n = all, paired by seed on the curves' per-text predictions. Empty without
+    the stage; a family whose stage was off (curves.sizes empty) is in "off" only."""
     root = paths.metrics("curves")
-    summaries = {f: read_json(root / f"{f}.json") for f in families if (root / f"{f}.json").is_file()}
+    found = {f: read_json(root / f"{f}.json") for f in families if (root / f"{f}.json").is_file()}
+    off = {f: s["off"] for f, s in found.items() if "off" in s}
+    summaries = {f: s for f, s in found.items() if f not in off}
     predictions = {f: read_json(root / "predictions" / f"{f}.json") for f in summaries
                    if (root / "predictions" / f"{f}.json").is_file()}
     pairs = []
@@ -469,7 +472,7 @@ def read_curves(paths: Paths, families: list[str]) -> dict:
             pairs.append((f"{a}_vs_{b}", {m: seed_paired_bootstrap(
                 pa["gold"], [runs_a[s] for s in seeds], [runs_b[s] for s in seeds], m, boot["samples"],
                 boot["seed"], boot["confidence"], list(range(len(pa["labels"])))) for m in ("accuracy", "f1_macro")}))
-    return {"families": summaries, "pairs": pairs}
+    return {"families": summaries, "pairs": pairs, "off": off}
 
 
 def copy_curve_plots(paths: Paths, curves: dict, out: Path) -> dict[str, bool]:
@@ -564,9 +567,14 @@ def headline_lines(curves: dict) -> list[str]:
     return lines
 
 
+def curves_off_lines(curves: dict) -> list[str]:
+    """One line per family whose curves stage was off, with its reason (how to turn it on)."""
+    return [f"- **learning curves, {family}**: {reason}" for family, reason in curves.get("off", {}).items()]
+
+
 def curves_section(curves: dict, made: dict[str, bool]) -> list[str]:
     if not curves["families"]:
-        return []
+        return ["## Learning curves", "", *curves_off_lines(curves)] if curves.get("off") else []
     lines = ["## Learning curves", "", "Fine-tuning on nested, stratified subsets of the train split (validation "
              "and test unchanged), from the pretrained model and from random init, mean ± sd over fine-tuning "
              "seeds; Δ = pretrained − random init in points, with a bootstrap CI that resamples test items and "

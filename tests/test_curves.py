@@ -51,7 +51,7 @@ def test_plan_adds_all_and_refuses_sizes_at_or_above_the_train_split():
 @pytest.mark.parametrize("values, message", [
     ({"sizes": [100, 100]}, "curves.sizes"), ({"sizes": [250, 100]}, "curves.sizes"),
     ({"sizes": [0, 10]}, "curves.sizes"), ({"seeds": []}, "curves.seeds"), ({"seeds": [1, 1]}, "curves.seeds"),
-    ({"min_steps": -1}, "curves.min_steps"), ({"sizes": [], "include_all": False}, "curves.include_all"),
+    ({"min_steps": -1}, "curves.min_steps"),
     ({"reference_learning_rate": 0.0}, "curves.reference_learning_rate")])
 def test_bad_curves_params_are_errors_naming_the_key(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -322,3 +322,27 @@ def test_only_the_stage_arms_reuse_the_stage_runs(tmp_path, tiny_params):
              for arm in (*curves.ARMS, curves.CHECKPOINT)}
     assert found == {"pretrained": paths.metrics("finetune", "bert") / "predictions.json",
                      "random": paths.metrics("finetune_random_init", "bert") / "predictions.json", "checkpoint": None}
+
+
+def test_an_empty_grid_turns_the_stage_off_with_every_output_saying_so(workdir, tiny_params, monkeypatch):
+    """The default (no sizes, include_all false): nothing trains, each output DVC declares exists, and the
+    summary, the stage line and the report say how to turn the curves on."""
+    from pipeline.report import curves_section, read_curves, summary_lines
+
+    monkeypatch.setattr(curves, "train_and_score", lambda *a, **k: pytest.fail("an off stage trained a model"))
+    params = _with(tiny_params, sizes=[], include_all=False)
+    summary = curves.learning_curves("bert", params, workdir)
+    assert summary["family"] == "bert" and "curves.sizes=[100,500]" in summary["off"]
+    assert "dvc exp run -S 'curves.sizes=[100,500]'" in curves.summary_line(summary)
+    root = workdir.metrics("curves")
+    assert json.loads((root / "bert.json").read_text()) == summary
+    assert json.loads((root / "predictions" / "bert.json").read_text()) == {}
+    assert {p.name for p in (root / "plots" / "bert").iterdir()} == {"pretrained.json", "random.json", "tfidf.json"}
+    assert (root / "bert.png").stat().st_size > 1000
+    read = read_curves(workdir, ["bert", "xlnet"])
+    assert read["families"] == {} and read["pairs"] == [] and read["off"] == {"bert": summary["off"]}
+    lines = summary_lines({}, {}, {}, read)
+    assert f"- **learning curves, bert**: {summary['off']}" in lines
+    assert curves_section(read, {}) == ["## Learning curves", "", f"- **learning curves, bert**: {summary['off']}"]
+    with pytest.raises(ConfigError, match="curves.sizes"):  # a bad grid is still an error, not "off"
+        curves.learning_curves("bert", _with(params, sizes=[50, 20]), workdir)
