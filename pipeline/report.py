@@ -568,8 +568,11 @@ def headline_lines(curves: dict) -> list[str]:
 
 
 def curves_off_lines(curves: dict) -> list[str]:
-    """One line per family whose curves stage was off, with its reason (how to turn it on)."""
-    return [f"- **learning curves, {family}**: {reason}" for family, reason in curves.get("off", {}).items()]
+    """One line per reason a curves stage was off (how to turn it on), naming its families."""
+    by_reason: dict[str, list[str]] = {}
+    for family, reason in curves.get("off", {}).items():
+        by_reason.setdefault(reason, []).append(family)
+    return [f"- **learning curves, {', '.join(families)}**: {reason}" for reason, families in by_reason.items()]
 
 
 def curves_section(curves: dict, made: dict[str, bool]) -> list[str]:

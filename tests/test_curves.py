@@ -344,5 +344,7 @@ def test_an_empty_grid_turns_the_stage_off_with_every_output_saying_so(workdir, 
     lines = summary_lines({}, {}, {}, read)
     assert f"- **learning curves, bert**: {summary['off']}" in lines
     assert curves_section(read, {}) == ["## Learning curves", "", f"- **learning curves, bert**: {summary['off']}"]
+    both = {"families": {}, "pairs": [], "off": {"bert": summary["off"], "xlnet": summary["off"]}}
+    assert curves_section(both, {})[2:] == [f"- **learning curves, bert, xlnet**: {summary['off']}"]
     with pytest.raises(ConfigError, match="curves.sizes"):  # a bad grid is still an error, not "off"
         curves.learning_curves("bert", _with(params, sizes=[50, 20]), workdir)
