@@ -82,25 +82,6 @@ def curves_off(cfg: CurvesConfig) -> str | None:
             "dvc exp run -S 'curves.sizes=[100,500]'")
 
 
-def write_off_outputs(family: str, reason: str, paths: Paths) -> dict:
-    """The stage's outputs when it is off (DVC wants every declared output): a summary and a figure that say so,
-    no runs, empty plot files."""
-    root = paths.metrics("curves")
-    with atomic_dir(root / "plots" / family) as tmp:
-        for arm in (*ARMS, "tfidf"):
-            write_json(tmp / f"{arm}.json", [])
-    write_json(root / "predictions" / f"{family}.json", {})
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 2))
-    ax.axis("off")
-    text = f"{family}: learning curves {reason}".replace("; ", ";\n")
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
-    save(fig, root / f"{family}.png", plt)
-    summary = {"family": family, "off": reason}
-    write_json(root / f"{family}.json", summary)
-    return summary
-
-
 def nested_subsets(labels: list[int], sizes: list[int], seed: int) -> list[np.ndarray]:
     """Per size n, the train indices (in train order) of a stratified subset: one seeded permutation per class,
     of which each subset takes the first max(1, round(n x class share)). Larger subsets contain smaller ones."""
@@ -372,6 +353,13 @@ def plot_rows(summary: dict) -> dict[str, list[dict]]:
     return rows
 
 
+def write_plot_files(folder: Path, rows: dict[str, list[dict]]) -> None:
+    """plot_rows' output as DVC plot files, one per arm, written atomically."""
+    with atomic_dir(folder) as tmp:
+        for arm, arm_rows in rows.items():
+            write_json(tmp / f"{arm}.json", arm_rows)
+
+
 def plot_curves(summary: dict, out: Path) -> bool:
     """Accuracy and macro-F1 vs n (log x): mean over seeds with a ±sd band per arm, TF-IDF dashed."""
     plt = pyplot()
@@ -398,9 +386,7 @@ def plot_curves(summary: dict, out: Path) -> bool:
 
 def write_outputs(summary: dict, results: dict, tfidf: dict, inputs: Inputs, paths: Paths) -> None:
     root, family = paths.metrics("curves"), inputs.family
-    with atomic_dir(root / "plots" / family) as tmp:
-        for arm, rows in plot_rows(summary).items():
-            write_json(tmp / f"{arm}.json", rows)
+    write_plot_files(root / "plots" / family, plot_rows(summary))
     runs = {arm: {size: {str(s): results[Run(arm, size, s).name]["predicted"] for s in summary["seeds"]}
                   for size in inputs.subsets} for arm in inputs.arms}
     write_json(root / "predictions" / f"{family}.json",
@@ -408,6 +394,23 @@ def write_outputs(summary: dict, results: dict, tfidf: dict, inputs: Inputs, pat
                 **runs, "tfidf": {size: row["predicted"] for size, row in tfidf.items()}})
     plot_curves(summary, root / f"{family}.png")
     write_json(root / f"{family}.json", summary)
+
+
+def write_off_outputs(family: str, reason: str, paths: Paths) -> dict:
+    """The stage's outputs when it is off (DVC wants every declared output): a summary and a figure that say so,
+    no runs, empty plot files."""
+    root = paths.metrics("curves")
+    write_plot_files(root / "plots" / family, plot_rows({"curve": {}}))  # each arm's file, no rows
+    write_json(root / "predictions" / f"{family}.json", {})
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 2))
+    ax.axis("off")
+    text = f"{family}: learning curves {reason}".replace("; ", ";\n")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
+    save(fig, root / f"{family}.png", plt)
+    summary = {"family": family, "off": reason}
+    write_json(root / f"{family}.json", summary)
+    return summary
 
 
 def learning_curves(family: str, params: Params, paths: Paths = Paths()) -> dict:
