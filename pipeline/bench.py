@@ -29,7 +29,7 @@ import numpy as np
 
 from pipeline.io import write_json
 from pipeline.paths import Paths
-from pipeline.runtime.timing import time_calls  # noqa: F401  (scripts/gpu_check.py imports it from here)
+from pipeline.runtime.timing import interleaved, time_calls
 
 GRID = [(b, s) for b in (1, 8, 64) for s in (32, 128, 512)]
 BASE_QUICK = [(1, 128), (8, 128), (64, 128)]  # the default for base shapes; --full runs the GRID (see README)
@@ -46,7 +46,8 @@ class BenchSettings:
     presets: list[str] = field(default_factory=lambda: ["small", "base"])  # model shapes (params.yaml presets)
     threads: int = 2
     rounds: int = 3  # interleaved rounds per cell: each round times every backend once
-    warmup: int = 1
+    warmup: int = 2  # untimed calls per backend and cell: ORT's second run at a new, larger shape still grows its
+    # arena (each cell starts from a released one), and ran 2x its steady time at BERT small 64 x 512
     shapes: list[tuple[int, int]] = field(default_factory=lambda: list(GRID))
     base_shapes: list[tuple[int, int]] = field(default_factory=lambda: list(BASE_QUICK))
     trained: bool = True
@@ -266,24 +267,13 @@ def cpu_backends(target: Target, threads: int) -> dict[str, Any]:
         folder = target.onnx_dir if v == "fp32" else target.onnx_dir.with_name(f"{target.onnx_dir.name}-{v}")
         # with its memory arena, as `bilm predict` and evaluate run it: without one, every large tensor is a fresh
         # mmap (glibc maps blocks over 32 MB) whose pages fault in zeroed on each call, which made BERT small's
-        # ORT rows lose to eager at 8 x 512 and 64 x 512 (0.72-0.86x). time_cells releases each arena after its
-        # cell: three sessions holding their peaks ran a 23 GB machine out of memory at XLNet 64 x 512.
+        # ORT rows lose to eager at 8 x 512 and 64 x 512 (0.72-0.86x). The sessions share one arena, and
+        # time_cells releases it after each cell: an arena each held three peaks at once (20 GB at XLNet 64 x 512).
         out[f"ort-{v}"] = OrtPredictor(folder, threads=threads, spinning=False)
     return out
 
 
 # --- timing ---------------------------------------------------------------------------------------------------
-def interleaved(calls: dict[str, Any], rounds: int, warmup: int, clocks: dict[str, Any]) -> dict[str, list[float]]:
-    """Seconds per call of each backend over `rounds` rounds, each round timing every backend once in turn."""
-    for fn in calls.values():
-        time_calls(fn, 0, warmup)
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, fn in calls.items():
-            times[name] += time_calls(fn, 1, 0, clock=clocks[name])
-    return times
-
-
 def _stats(times: list[float], items: int) -> dict[str, float]:
     return {"p50_ms": float(np.median(times) * 1e3), "min_ms": float(min(times) * 1e3), "calls": len(times),
             "items_per_s": float(items / np.median(times))}

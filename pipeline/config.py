@@ -262,10 +262,13 @@ class EvaluateConfig:
     latency_texts: int = 100  # real test texts timed one by one at batch 1 (p50/p90/p99)
     latency_budget_s: float = 4.0  # ...but stop after this many seconds of model time (at least 3 calls)
     throughput_texts: int = 256  # real test texts timed in length-sorted batches of batch_size
+    throughput_rounds: int = 5  # interleaved passes over them; throughput from the median pass
     fixed_lengths: list[int] = field(default_factory=lambda: [32, 128, 512])  # tokens
+    fixed_warmup: int = 2  # untimed calls at each new fixed shape: ORT's second run at a larger shape than it has
+    # run still pays for growing its memory arena (2x the steady time of BERT small at 64 x 512)
     fixed_iterations: int = 10  # batch-1 calls per fixed length, at most
     fixed_budget_s: float = 1.0  # seconds of model time per fixed length and series, at most (3 calls at least)
-    fixed_throughput_batches: int = 2  # timed batches per fixed length, at most
+    fixed_throughput_batches: int = 5  # timed batches per fixed length and batch size, at most (3 at least)
     fixed_batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 64])  # throughput batches per fixed length
     fixed_max_tokens: int = 32768  # ...each timed only if batch x length <= this
     threads: int | None = None  # intra-op threads for ORT and PyTorch; None: the library's default

@@ -2,7 +2,8 @@
 
 For each row: accuracy, precision/recall/F1 (per class and macro), confusion matrix, ROC-AUC, agreement with
 the family's PyTorch predictions, size on disk, and latency (model time only, tokenizing excluded): p50/p90/p99
-at batch 1 and throughput at `evaluate.batch_size`, on real test texts and at fixed lengths. Then the paired
+at batch 1 and throughput at `evaluate.batch_size`, on real test texts and at fixed lengths, each series timed
+interleaved over the family's backends (round by round, so a machine's drift hits all alike). Then the paired
 statistics (pipeline/stats.py): BERT vs XLNet, and every backend vs its fp32 ONNX source.
 
 Backends are discovered from the artifacts: a folder or engine that is missing, or was skipped by its own
@@ -12,7 +13,6 @@ plot data under plots/ (DVC plots; the report draws the same data as PNGs).
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import shutil
 import sys
@@ -30,7 +30,7 @@ from pipeline.paths import Paths
 from pipeline.runtime.base import Predictor, length_batches
 from pipeline.scoring import EvaluationError, TestSplit, read_test, score_predictor
 from pipeline.runtime.text import Encoded
-from pipeline.runtime.timing import time_calls
+from pipeline.runtime.timing import interleaved
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,9 @@ def ort_backend(family: str, name: str, folder: Path, provider: str, cfg: Evalua
     elif not (folder / "model.onnx").is_file():
         backend.skip = f"folder missing: {folder} (run `dvc repro {stage}`)"
     else:
-        backend.load = lambda: OrtPredictor(folder, provider=provider, threads=cfg.threads)
+        # no spinning: the family's backends are timed in turn in this process, and ORT's spinning idle threads
+        # starved PyTorch's next call (eager at 1 x 32 then ran 50x slower than ORT instead of 3x)
+        backend.load = lambda: OrtPredictor(folder, provider=provider, threads=cfg.threads, spinning=False)
     return backend
 
 
@@ -213,19 +215,18 @@ def folder_init(folder: Path) -> dict[str, str]:
     return {"init": str(init)} if init else {}
 
 
-def _timed(predictor: Predictor, batches: list, warmup: int, budget_s: float | None = None,
-           min_calls: int = 3) -> np.ndarray:
-    """Milliseconds per `predict_logits` call over `batches` (cycled through), after `warmup` untimed calls,
-    on the predictor's own clock (CUDA events for CUDA rows); `budget_s`: see time_calls."""
-    cycle = itertools.cycle(batches)
-    return np.array(time_calls(lambda: predictor.predict_logits(next(cycle)), len(batches), warmup, budget_s,
-                               min_calls, clock=predictor.clock)) * 1e3
-
-
 def _summary(ms: np.ndarray) -> dict[str, float]:
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(ms.mean()),
             "calls": int(len(ms))}
+
+
+def _interleaved_ms(calls: dict[str, Callable], predictors: dict[str, Predictor], rounds: int, warmup: int,
+                    budget_s: float | None) -> dict[str, np.ndarray]:
+    """Milliseconds per call of each backend, interleaved (runtime.timing.interleaved), each on its own clock
+    (CUDA events for CUDA rows)."""
+    times = interleaved(calls, rounds, warmup, {k: predictors[k].clock for k in calls}, budget_s)
+    return {k: np.array(t) * 1e3 for k, t in times.items()}
 
 
 def real_batches(predictor: Predictor, encoded: list[Encoded], batch_size: int) -> list[dict[str, np.ndarray]]:
@@ -235,16 +236,26 @@ def real_batches(predictor: Predictor, encoded: list[Encoded], batch_size: int) 
     return [predictor.encoder.pad([encoded[i] for i in chunk], width) for chunk, width in plan]
 
 
-def latency_real(predictor: Predictor, encoded: list[Encoded], cfg: EvaluateConfig) -> dict:
-    """Batch 1 over up to `latency_texts` (seeded order, time-bounded) and throughput over the batches
-    `classify` would form from `throughput_texts`."""
-    sample = encoded[: cfg.latency_texts]
-    ms = _timed(predictor, [predictor.encoder.pad([e]) for e in sample], cfg.latency_warmup, cfg.latency_budget_s)
-    out = {**_summary(ms), "mean_tokens": float(np.mean([len(e.ids) for e in sample[: len(ms)]]))}
-    items = encoded[: cfg.throughput_texts]
-    batches = real_batches(predictor, items, cfg.batch_size)
-    out["throughput_per_s"] = float(len(items) / (_timed(predictor, batches, 1).sum() / 1e3))
-    out["throughput_batch_size"] = cfg.batch_size
+def latency_real(predictors: dict[str, Predictor], encoded: dict[str, list[Encoded]], cfg: EvaluateConfig) -> dict:
+    """{backend: batch-1 p50/p90/p99 over up to `latency_texts` real texts (each round: the same text through
+    every backend; time-bounded), and throughput over the batches `classify` forms from `throughput_texts`
+    (median of `throughput_rounds` interleaved passes)}."""
+    n = min(cfg.latency_texts, *(len(enc) for enc in encoded.values()))
+    singles = {k: iter([predictors[k].encoder.pad([e]) for e in enc[:n]]) for k, enc in encoded.items()}
+    for k, p in predictors.items():  # warm-up on the first text, which is then timed like the others
+        for _ in range(cfg.latency_warmup):
+            p.predict_logits(p.encoder.pad([encoded[k][0]]))
+    calls = {k: (lambda p=p, it=singles[k]: p.predict_logits(next(it))) for k, p in predictors.items()}
+    one = _interleaved_ms(calls, predictors, n, 0, cfg.latency_budget_s)
+    passes = {k: real_batches(p, encoded[k][: cfg.throughput_texts], cfg.batch_size) for k, p in predictors.items()}
+    calls = {k: (lambda p=p, bs=passes[k]: [p.predict_logits(b) for b in bs]) for k, p in predictors.items()}
+    full = _interleaved_ms(calls, predictors, cfg.throughput_rounds, 1, None)
+    out = {}
+    for k, ms in one.items():
+        texts = len(encoded[k][: cfg.throughput_texts])
+        out[k] = {**_summary(ms), "mean_tokens": float(np.mean([len(e.ids) for e in encoded[k][: len(ms)]])),
+                  "throughput_per_s": texts / (float(np.median(full[k])) / 1e3),
+                  "throughput_batch_size": cfg.batch_size}
     return out
 
 
@@ -254,56 +265,93 @@ def fixed_batch(predictor: Predictor, long_text: Encoded, batch: int, length: in
     return predictor.encoder.pad([item] * batch)
 
 
-def latency_fixed(predictor: Predictor, long_text: Encoded, cfg: EvaluateConfig, max_seq: int | None,
-                  max_batch: int | None = None) -> dict:
-    """{length: p50/p90/p99 at batch 1 and, per batch size of `fixed_batch_sizes` with batch x length <=
-    `fixed_max_tokens`, throughput ("batches"; the largest also at the top level)} for each fixed length that
-    fits the model (and the engine profile's max_seq and max_batch)."""
-    out = {}
-    limit = min(len(long_text.ids), max_seq or len(long_text.ids))
+def fixed_cell(predictors: dict[str, Predictor], long_texts: dict[str, Encoded], batch: int, length: int,
+               cfg: EvaluateConfig) -> dict[str, np.ndarray]:
+    """Milliseconds per call of each backend at `batch` x `length`, interleaved, after `fixed_warmup` calls:
+    ONNX Runtime's second run at a shape larger than any before still grows its memory arena (at BERT small
+    64 x 512 it took 2x the steady time), so one warm-up call is not enough."""
+    feeds = {k: fixed_batch(p, long_texts[k], batch, length) for k, p in predictors.items()}
+    calls = {k: (lambda p=p, f=feeds[k]: p.predict_logits(f)) for k, p in predictors.items()}
+    rounds = cfg.fixed_iterations if batch == 1 else cfg.fixed_throughput_batches
+    return _interleaved_ms(calls, predictors, rounds, cfg.fixed_warmup, cfg.fixed_budget_s)
+
+
+def latency_fixed(predictors: dict[str, Predictor], long_texts: dict[str, Encoded],
+                  limits: dict[str, tuple[int | None, int | None]], cfg: EvaluateConfig) -> dict:
+    """{backend: {length: p50/p90/p99 at batch 1 and, per batch size of `fixed_batch_sizes` with batch x length
+    <= `fixed_max_tokens`, throughput ("batches"; the largest also at the top level)}} for each fixed length
+    that fits the model (and an engine profile's `limits`: max_seq, max_batch). Every cell is interleaved over
+    the backends that fit it."""
+    out: dict[str, dict] = {k: {} for k in predictors}
     for length in cfg.fixed_lengths:
-        if length > limit:  # beyond the model's (or the engine profile's) maximum: not measurable
-            continue
-        # one warm-up call per shape: the model is warm from the real-text series, only the shape is new
-        one = _timed(predictor, [fixed_batch(predictor, long_text, 1, length)] * cfg.fixed_iterations, 1,
-                     cfg.fixed_budget_s)
-        row, batches = _summary(one), {}
-        for batch in sorted(b for b in cfg.fixed_batch_sizes
-                            if b * length <= cfg.fixed_max_tokens and b <= (max_batch or b)):
-            full = _timed(predictor, [fixed_batch(predictor, long_text, batch, length)] * cfg.fixed_throughput_batches,
-                          1, cfg.fixed_budget_s, 1)
-            batches[str(batch)] = {"p50_ms": float(np.median(full)), "calls": len(full),
-                                   "throughput_per_s": float(batch * len(full) / (full.sum() / 1e3))}
-        if batches:
-            largest = max(batches, key=int)
-            row.update(batches=batches, throughput_per_s=batches[largest]["throughput_per_s"],
-                       throughput_batch_size=int(largest))
-        out[str(length)] = row
+        fit = {k: p for k, p in predictors.items() if length <= min(len(long_texts[k].ids), limits[k][0] or length)}
+        sizes = sorted({1, *(b for b in cfg.fixed_batch_sizes if b * length <= cfg.fixed_max_tokens)})
+        for batch in sizes:
+            here = {k: p for k, p in fit.items() if batch <= (limits[k][1] or batch)}
+            for k, ms in (fixed_cell(here, long_texts, batch, length, cfg) if here else {}).items():
+                row = out[k].setdefault(str(length), _summary(ms) if batch == 1 else {})
+                if batch in cfg.fixed_batch_sizes:  # throughput from the median call: one slow call moves nothing
+                    row.setdefault("batches", {})[str(batch)] = {
+                        "p50_ms": float(np.median(ms)), "calls": len(ms),
+                        "throughput_per_s": float(batch / (np.median(ms) / 1e3))}
+    for rows in out.values():
+        for row in rows.values():
+            if batches := row.get("batches"):
+                largest = max(batches, key=int)
+                row.update(throughput_per_s=batches[largest]["throughput_per_s"], throughput_batch_size=int(largest))
     return out
 
 
-def measure_latency(predictor: Predictor, texts: list[str], cfg: EvaluateConfig, backend: Backend) -> dict:
+def measure_latency(predictors: dict[str, Predictor], limits: dict[str, tuple[int | None, int | None]],
+                    texts: list[str], cfg: EvaluateConfig) -> dict[str, dict]:
+    """{backend: {"real": ..., "fixed": ...}}, every series interleaved over the backends (one family's)."""
     order = np.random.default_rng(cfg.seed).permutation(len(texts))  # the same texts for every backend
-    encoded = predictor.encoder.encode([texts[i] for i in order])
+    encoded = {k: p.encoder.encode([texts[i] for i in order]) for k, p in predictors.items()}
     # one long real text (test reviews joined), cut to each fixed length; truncated at the model's max length
-    long_text = predictor.encoder.encode([" ".join(texts[i] for i in order[:400])])[0]
-    return {"real": latency_real(predictor, encoded, cfg),
-            "fixed": latency_fixed(predictor, long_text, cfg, backend.max_seq, backend.max_batch)}
+    joined = " ".join(texts[i] for i in order[:400])
+    long_texts = {k: p.encoder.encode([joined])[0] for k, p in predictors.items()}
+    real = latency_real(predictors, encoded, cfg)
+    fixed = latency_fixed(predictors, long_texts, limits, cfg)
+    return {k: {"real": real[k], "fixed": fixed[k]} for k in predictors}
 
 
-def run_backend(backend: Backend, test: TestSplit, cfg: EvaluateConfig) -> Row:
+def score_backend(backend: Backend, test: TestSplit, cfg: EvaluateConfig) -> tuple[Row, Predictor | None]:
+    """The row's quality, and its loaded predictor where the row is to be timed (None: skipped or untimed)."""
     if backend.skip:
-        return Row(backend, status=f"skipped: {backend.skip}")
+        return Row(backend, status=f"skipped: {backend.skip}"), None
     try:
         predictor = backend.load()
     except Exception as exc:  # an installed-but-unusable runtime (no CUDA libraries, ...) is a skip, not a crash
         log.warning("%s: could not load: %s", backend.key, exc)
-        return Row(backend, status=f"skipped: could not load ({_short(exc)})")
+        return Row(backend, status=f"skipped: could not load ({_short(exc)})"), None
     quality, predicted, probs = score_predictor(predictor, test, cfg.batch_size, str(backend.folder))
     quality.update(size_mb=folder_size_mb(backend.folder), **folder_init(backend.folder))
-    latency = measure_latency(predictor, test.texts, cfg, backend) if backend.timed else None
     names = np.array([str(predictor.id2label[int(k)]) for k in predicted])
-    return Row(backend, quality=quality, latency=latency, predicted=names, probabilities=probs)
+    row = Row(backend, quality=quality, predicted=names, probabilities=probs)
+    return row, predictor if backend.timed else None
+
+
+def run_backends(backends: list[Backend], test: TestSplit, cfg: EvaluateConfig, progress=None) -> list[Row]:
+    """Rows for one family's backends: each scored in turn, then every timed one's latency, interleaved."""
+    rows, timed = [], {}
+    for backend in backends:
+        log.info("%s: %s", backend.key, f"skipped: {backend.skip}" if backend.skip else "running")
+        row, predictor = score_backend(backend, test, cfg)
+        rows.append(row)
+        if predictor is not None:
+            timed[backend.key] = predictor
+        if progress:
+            progress()
+    if timed:
+        log.info("timing %s, interleaved", ", ".join(timed))
+        limits = {r.backend.key: (r.backend.max_seq, r.backend.max_batch) for r in rows if r.backend.key in timed}
+        for key, latency in measure_latency(timed, limits, test.texts, cfg).items():
+            next(r for r in rows if r.backend.key == key).latency = latency
+    return rows
+
+
+def run_backend(backend: Backend, test: TestSplit, cfg: EvaluateConfig) -> Row:
+    return run_backends([backend], test, cfg)[0]
 
 
 # --- agreement, baseline, statistics -------------------------------------------------------------------
@@ -454,9 +502,9 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     test = read_test(paths)
     backends = [b for family in params.families for b in discover(family, paths, cfg)]  # fails fast
     rows = []
-    for backend in tqdm(backends, desc="evaluate", unit="row", disable=not sys.stderr.isatty()):
-        log.info("%s: %s", backend.key, f"skipped: {backend.skip}" if backend.skip else "running")
-        rows.append(run_backend(backend, test, cfg))
+    with tqdm(total=len(backends), desc="evaluate", unit="row", disable=not sys.stderr.isatty()) as bar:
+        for family in params.families:
+            rows += run_backends([b for b in backends if b.family == family], test, cfg, bar.update)
     add_agreement(rows)
     stats = statistics(rows, test, params.families, cfg, baseline_predictions(paths))
     return write_outputs(paths.evaluation, rows, test, baseline_row(paths), stats, environment(cfg))

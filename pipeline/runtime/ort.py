@@ -148,14 +148,32 @@ def arena_shrinkage() -> ort.RunOptions:
     return options
 
 
+_SHARED_ARENA: list[bool] = []  # set once this process registered its shared CPU arena
+
+
+def use_shared_cpu_arena(options: ort.SessionOptions) -> None:
+    """One CPU memory arena for every session of this process (registered with ONNX Runtime's environment on
+    first use) instead of one per session: sessions that run one after another then reuse the same memory.
+    Timing XLNet small's three ORT variants interleaved at 64 x 512 peaked at 17.9 GB resident with an arena
+    each and 6.3 GB with the shared one, and ran as fast (3.4-3.7 s against 3.7-4.0 s a call)."""
+    if not _SHARED_ARENA:
+        cpu = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(cpu, None)
+        _SHARED_ARENA.append(True)
+    options.add_session_config_entry("session.use_env_allocators", "1")
+
+
 def session_options(threads: int | None = None, spinning: bool = True, arena: bool = True) -> ort.SessionOptions:
     """The CPU session settings of every bilm ORT session (predictor, bench, ceilings): `threads` intra-op
     threads (None: ONNX Runtime's default, one per core), one inter-op thread (the graphs are sequential), and
     whether idle pool threads spin: spinning lowers latency on cores of one's own, but on shared cores (or
     beside PyTorch's OpenMP pool in one process) spinning threads starve the ones doing the work. arena=False:
-    memory goes back after each run instead of staying at the session's peak (bench holds several sessions)."""
+    memory goes back after each run instead of staying at the session's peak. With an arena, the process's
+    sessions share one (`use_shared_cpu_arena`)."""
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = arena
+    if arena:
+        use_shared_cpu_arena(options)
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -1,4 +1,4 @@
-"""The one timing loop of `evaluate` and `bilm bench`: seconds per call, after warm-up calls, optionally
+"""The timing loops of `evaluate` and `bilm bench`: seconds per call, after warm-up calls, optionally
 bounded by a time budget. A leaf module (numpy-free, torch-free): the clock is a parameter, so a CUDA backend
 passes its CUDA-event clock (`pipeline.cuda_timing.cuda_seconds`) and the loop stays the same."""
 from __future__ import annotations
@@ -26,5 +26,24 @@ def time_calls(fn: Callable[[], Any], iterations: int, warmup: int = 1, budget_s
     for _ in range(iterations):
         times.append(clock(fn))
         if budget_s is not None and sum(times) > budget_s and len(times) >= min_calls:
+            break
+    return times
+
+
+def interleaved(calls: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
+                clocks: dict[str, Clock] | None = None, budget_s: float | None = None,
+                min_rounds: int = 3) -> dict[str, list[float]]:
+    """Seconds per call of each backend over at most `rounds` rounds, each round timing every backend once in
+    turn, after `warmup` untimed calls each: a shared machine's speed drifts by tens of percent over minutes,
+    and interleaving makes the drift hit every backend alike, so ratios within one run hold. With `budget_s`,
+    stop after a round once the slowest backend has spent that many seconds (after at least `min_rounds`)."""
+    clocks = clocks or {}
+    for fn in calls.values():
+        time_calls(fn, 0, warmup)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for done in range(1, rounds + 1):
+        for name, fn in calls.items():
+            times[name] += time_calls(fn, 1, 0, clock=clocks.get(name, wall_seconds))
+        if budget_s is not None and done >= min_rounds and max(map(sum, times.values())) > budget_s:
             break
     return times
