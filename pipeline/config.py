@@ -267,7 +267,7 @@ class EvaluateConfig:
     fixed_warmup: int = 2  # untimed calls at each new fixed shape: ORT's second run at a larger shape than it has
     # run still pays for growing its memory arena (2x the steady time of BERT small at 64 x 512)
     fixed_iterations: int = 10  # batch-1 calls per fixed length, at most
-    fixed_budget_s: float = 1.0  # seconds of model time per fixed length and series, at most (3 calls at least)
+    fixed_budget_s: float = 1.0  # a fixed cell stops once its slowest backend spent this long (3 rounds at least)
     fixed_throughput_batches: int = 5  # timed batches per fixed length and batch size, at most (3 at least)
     fixed_batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 64])  # throughput batches per fixed length
     fixed_max_tokens: int = 32768  # ...each timed only if batch x length <= this

@@ -437,9 +437,11 @@ def render(ev: dict, made: dict[str, bool], training: list[str] | None = None, c
              "## Quality (test split)", "", *quality_table(quality), "",
              *(["## Training", "", *training, ""] if training else []),
              *curves_section(curves or {"families": {}}, made),
-             "## Latency", "", "Model time only (tokenizing excluded), after warm-up. p50/p90/p99 at batch 1 over "
-             "real test texts at their real lengths; throughput over length-sorted batches of real texts, and at "
-             "fixed lengths (one real text cut to N tokens).", "", *latency_table(latency), "",
+             "## Latency", "", "Model time only (tokenizing excluded), after warm-up; a family's backends are timed "
+             "interleaved, round by round, in one process, so their ratios hold within this run. p50/p90/p99 at "
+             "batch 1 over real test texts at their real lengths; throughput over length-sorted batches of real "
+             "texts, and at fixed lengths (one real text cut to N tokens; median call).", "",
+             *latency_table(latency), "",
              "## Statistics", "", f"Paired bootstrap ({settings.get('bootstrap_samples')} resamples, seed "
              f"{settings.get('seed')}): percentile CI of the difference A − B in points. McNemar on the "
              f"discordant pairs: exact binomial when b + c < {settings.get('mcnemar_exact_below')}, else "
