@@ -241,11 +241,11 @@ def latency_real(predictors: dict[str, Predictor], encoded: dict[str, list[Encod
     every backend; time-bounded), and throughput over the batches `classify` forms from `throughput_texts`
     (median of `throughput_rounds` interleaved passes)}."""
     n = min(cfg.latency_texts, *(len(enc) for enc in encoded.values()))
-    singles = {k: iter([predictors[k].encoder.pad([e]) for e in enc[:n]]) for k, enc in encoded.items()}
+    singles = {k: [predictors[k].encoder.pad([e]) for e in enc[:n]] for k, enc in encoded.items()}
     for k, p in predictors.items():  # warm-up on the first text, which is then timed like the others
         for _ in range(cfg.latency_warmup):
-            p.predict_logits(p.encoder.pad([encoded[k][0]]))
-    calls = {k: (lambda p=p, it=singles[k]: p.predict_logits(next(it))) for k, p in predictors.items()}
+            p.predict_logits(singles[k][0])
+    calls = {k: (lambda p=p, it=iter(singles[k]): p.predict_logits(next(it))) for k, p in predictors.items()}
     one = _interleaved_ms(calls, predictors, n, 0, cfg.latency_budget_s)
     passes = {k: real_batches(p, encoded[k][: cfg.throughput_texts], cfg.batch_size) for k, p in predictors.items()}
     calls = {k: (lambda p=p, bs=passes[k]: [p.predict_logits(b) for b in bs]) for k, p in predictors.items()}
@@ -333,20 +333,20 @@ def score_backend(backend: Backend, test: TestSplit, cfg: EvaluateConfig) -> tup
 
 def run_backends(backends: list[Backend], test: TestSplit, cfg: EvaluateConfig, progress=None) -> list[Row]:
     """Rows for one family's backends: each scored in turn, then every timed one's latency, interleaved."""
-    rows, timed = [], {}
+    rows, timed, timed_rows = [], {}, {}
     for backend in backends:
         log.info("%s: %s", backend.key, f"skipped: {backend.skip}" if backend.skip else "running")
         row, predictor = score_backend(backend, test, cfg)
         rows.append(row)
         if predictor is not None:
-            timed[backend.key] = predictor
+            timed[backend.key], timed_rows[backend.key] = predictor, row
         if progress:
             progress()
     if timed:
         log.info("timing %s, interleaved", ", ".join(timed))
-        limits = {r.backend.key: (r.backend.max_seq, r.backend.max_batch) for r in rows if r.backend.key in timed}
+        limits = {k: (r.backend.max_seq, r.backend.max_batch) for k, r in timed_rows.items()}
         for key, latency in measure_latency(timed, limits, test.texts, cfg).items():
-            next(r for r in rows if r.backend.key == key).latency = latency
+            timed_rows[key].latency = latency
     return rows
 
 
