@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.io import write_json
+from pipeline.latency import CELL_TEXTS, cpu_model, fixed_batch, long_text, real_batches, time_feeds
 from pipeline.paths import Paths
-from pipeline.runtime.timing import interleaved, time_calls
+from pipeline.runtime.timing import time_calls
 
 GRID = [(b, s) for b in (1, 8, 64) for s in (32, 128, 512)]
 BASE_QUICK = [(1, 128), (8, 128), (64, 128)]  # the default for base shapes; --full runs the GRID (see README)
@@ -279,14 +280,6 @@ def _stats(times: list[float], items: int) -> dict[str, float]:
             "items_per_s": float(items / np.median(times))}
 
 
-CELL_TEXTS = 400  # test texts joined into the one long text the fixed-shape cells are cut from
-
-
-def long_text(predictor, texts: list[str]):
-    """One real text of at least 512 tokens where the model allows (test texts joined): cut to each length."""
-    return predictor.encoder.encode([" ".join(texts[:CELL_TEXTS])])[0]
-
-
 def progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -298,7 +291,6 @@ def fits(predictor, seq: int) -> bool:
 def time_cells(target: Target, backends: dict[str, Any], texts: list[str], settings: BenchSettings,
                ceilings: Ceilings) -> dict[str, dict[str, dict]]:
     """{backend: {"BxS": stats}} over the target's shapes, interleaved, with roofline fraction and speed-up."""
-    from pipeline.evaluate import fixed_batch
     from pipeline.runtime.ort import arena_shrinkage
 
     config = json.loads((target.onnx_dir / "config.json").read_text())
@@ -309,8 +301,7 @@ def time_cells(target: Target, backends: dict[str, Any], texts: list[str], setti
         if not fits(backends[EAGER], seq) or len(text.ids) < seq:  # beyond the model, or the texts run short
             continue
         feeds = {name: fixed_batch(p, text, batch, seq) for name, p in backends.items()}
-        calls = {name: (lambda p=p, f=feeds[name]: p.predict_logits(f)) for name, p in backends.items()}
-        times = interleaved(calls, settings.rounds, settings.warmup, {n: p.clock for n, p in backends.items()})
+        times = time_feeds(backends, feeds, settings.rounds, settings.warmup)
         progress(f"{target.family} {target.preset} {batch}x{seq}: " + ", ".join(
             f"{n} {np.median(t) * 1e3:.1f} ms" for n, t in times.items()))
         for name, t in times.items():
@@ -358,8 +349,6 @@ def time_real_texts(backends: dict[str, Any], texts: list[str], rounds: int, bat
     """Texts/s of each backend over `texts` batched as its `classify` batches them (length-sorted, bucketed
     where the predictor buckets), model time only, interleaved; and the padding each backend's batches carry.
     No texts (--real-texts 0): no rows."""
-    from pipeline.evaluate import real_batches
-
     if not texts:
         return {}
     out = {}
@@ -371,8 +360,7 @@ def time_real_texts(backends: dict[str, Any], texts: list[str], rounds: int, bat
         padded = sum(b["input_ids"].size for b in batches[name])
         out[name] = {"texts": len(texts), "batch_size": batch_size, "padding_share": 1 - real / padded,
                      "shapes": len({b["input_ids"].shape for b in batches[name]})}
-    calls = {name: (lambda p=p, bs=batches[name]: [p.predict_logits(b) for b in bs]) for name, p in backends.items()}
-    times = interleaved(calls, rounds, 1, {n: p.clock for n, p in backends.items()})
+    times = time_feeds(backends, batches, rounds, 1)
     for name, t in times.items():
         out[name].update(_stats(t, len(texts)))
         out[name]["speedup_vs_eager"] = float(np.median(times[EAGER]) / np.median(t)) if EAGER in times else None
@@ -381,7 +369,6 @@ def time_real_texts(backends: dict[str, Any], texts: list[str], rounds: int, bat
 
 # --- the CUDA rows (issue 14): skipped with the reason on a machine without CUDA --------------------------------
 def gpu_rows(target: Target, texts: list[str], settings: BenchSettings) -> dict[str, Any]:
-    from pipeline.evaluate import fixed_batch
     from pipeline.runtime.torch_backend import CUDA_VARIANTS, TorchPredictor, cuda_missing
 
     reason = cuda_missing()
@@ -409,12 +396,10 @@ def machine() -> dict[str, Any]:
     import torch
     import transformers
 
-    from pipeline.evaluate import _cpu_model
-
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
                       if line.startswith(("flags", "Features"))), []))
-    return {"cpu": _cpu_model(), "isa_flags": [f for f in ISA_FLAGS if f in flags], "cpu_count": os.cpu_count(),
+    return {"cpu": cpu_model(), "isa_flags": [f for f in ISA_FLAGS if f in flags], "cpu_count": os.cpu_count(),
             "platform": platform.platform(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "ort_spinning": False,

@@ -27,10 +27,11 @@ from pipeline.config import EvaluateConfig, Params
 from pipeline.io import read_json, read_jsonl, write_json
 from pipeline.metrics import prediction_rows
 from pipeline.paths import Paths
-from pipeline.runtime.base import Predictor, length_batches
-from pipeline.scoring import EvaluationError, TestSplit, read_test, score_predictor
+from pipeline.latency import cpu_model, fixed_batch, long_text, real_batches, time_feeds
+from pipeline.runtime.base import Predictor
 from pipeline.runtime.text import Encoded
 from pipeline.runtime.timing import interleaved
+from pipeline.scoring import EvaluationError, TestSplit, read_test, score_predictor
 
 log = logging.getLogger(__name__)
 
@@ -221,19 +222,8 @@ def _summary(ms: np.ndarray) -> dict[str, float]:
             "calls": int(len(ms))}
 
 
-def _interleaved_ms(calls: dict[str, Callable], predictors: dict[str, Predictor], rounds: int, warmup: int,
-                    budget_s: float | None) -> dict[str, np.ndarray]:
-    """Milliseconds per call of each backend, interleaved (runtime.timing.interleaved), each on its own clock
-    (CUDA events for CUDA rows)."""
-    times = interleaved(calls, rounds, warmup, {k: predictors[k].clock for k in calls}, budget_s)
-    return {k: np.array(t) * 1e3 for k, t in times.items()}
-
-
-def real_batches(predictor: Predictor, encoded: list[Encoded], batch_size: int) -> list[dict[str, np.ndarray]]:
-    """Batches of real texts as the predictor's `classify` forms them (length-sorted, bucketed if it buckets)."""
-    edges = [e for e in predictor.buckets if e <= predictor.encoder.max_length]
-    plan = length_batches(dict(enumerate(len(e.ids) for e in encoded)), batch_size, edges)
-    return [predictor.encoder.pad([encoded[i] for i in chunk], width) for chunk, width in plan]
+def _ms(seconds: dict[str, list[float]]) -> dict[str, np.ndarray]:
+    return {k: np.array(t) * 1e3 for k, t in seconds.items()}
 
 
 def latency_real(predictors: dict[str, Predictor], encoded: dict[str, list[Encoded]], cfg: EvaluateConfig) -> dict:
@@ -246,10 +236,9 @@ def latency_real(predictors: dict[str, Predictor], encoded: dict[str, list[Encod
         for _ in range(cfg.latency_warmup):
             p.predict_logits(singles[k][0])
     calls = {k: (lambda p=p, it=iter(singles[k]): p.predict_logits(next(it))) for k, p in predictors.items()}
-    one = _interleaved_ms(calls, predictors, n, 0, cfg.latency_budget_s)
+    one = _ms(interleaved(calls, n, 0, {k: p.clock for k, p in predictors.items()}, cfg.latency_budget_s))
     passes = {k: real_batches(p, encoded[k][: cfg.throughput_texts], cfg.batch_size) for k, p in predictors.items()}
-    calls = {k: (lambda p=p, bs=passes[k]: [p.predict_logits(b) for b in bs]) for k, p in predictors.items()}
-    full = _interleaved_ms(calls, predictors, cfg.throughput_rounds, 1, None)
+    full = _ms(time_feeds(predictors, passes, cfg.throughput_rounds, 1))
     out = {}
     for k, ms in one.items():
         texts = len(encoded[k][: cfg.throughput_texts])
@@ -259,21 +248,14 @@ def latency_real(predictors: dict[str, Predictor], encoded: dict[str, list[Encod
     return out
 
 
-def fixed_batch(predictor: Predictor, long_text: Encoded, batch: int, length: int) -> dict[str, np.ndarray]:
-    """`batch` copies of a real text cut to `length` tokens: the fixed-shape input of evaluate and bench."""
-    item = Encoded(long_text.ids[:length], long_text.type_ids[:length], truncated=False)
-    return predictor.encoder.pad([item] * batch)
-
-
 def fixed_cell(predictors: dict[str, Predictor], long_texts: dict[str, Encoded], batch: int, length: int,
                cfg: EvaluateConfig) -> dict[str, np.ndarray]:
     """Milliseconds per call of each backend at `batch` x `length`, interleaved, after `fixed_warmup` calls:
     ONNX Runtime's second run at a shape larger than any before still grows its memory arena (at BERT small
     64 x 512 it took 2x the steady time), so one warm-up call is not enough."""
     feeds = {k: fixed_batch(p, long_texts[k], batch, length) for k, p in predictors.items()}
-    calls = {k: (lambda p=p, f=feeds[k]: p.predict_logits(f)) for k, p in predictors.items()}
     rounds = cfg.fixed_iterations if batch == 1 else cfg.fixed_throughput_batches
-    return _interleaved_ms(calls, predictors, rounds, cfg.fixed_warmup, cfg.fixed_budget_s)
+    return _ms(time_feeds(predictors, feeds, rounds, cfg.fixed_warmup, cfg.fixed_budget_s))
 
 
 def latency_fixed(predictors: dict[str, Predictor], long_texts: dict[str, Encoded],
@@ -308,8 +290,7 @@ def measure_latency(predictors: dict[str, Predictor], limits: dict[str, tuple[in
     order = np.random.default_rng(cfg.seed).permutation(len(texts))  # the same texts for every backend
     encoded = {k: p.encoder.encode([texts[i] for i in order]) for k, p in predictors.items()}
     # one long real text (test reviews joined), cut to each fixed length; truncated at the model's max length
-    joined = " ".join(texts[i] for i in order[:400])
-    long_texts = {k: p.encoder.encode([joined])[0] for k, p in predictors.items()}
+    long_texts = {k: long_text(p, [texts[i] for i in order]) for k, p in predictors.items()}
     real = latency_real(predictors, encoded, cfg)
     fixed = latency_fixed(predictors, long_texts, limits, cfg)
     return {k: {"real": real[k], "fixed": fixed[k]} for k in predictors}
@@ -418,18 +399,6 @@ def statistics(rows: list[Row], test: TestSplit, families: list[str], cfg: Evalu
 
 
 # --- environment and outputs ---------------------------------------------------------------------------
-def _cpu_model() -> str:
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(cfg: EvaluateConfig) -> dict:
     """Where the latency was measured: CPU/GPU model, cores, threads, library versions."""
     import os
@@ -446,7 +415,7 @@ def environment(cfg: EvaluateConfig) -> dict:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    return {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "threads": cfg.threads,
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "threads": cfg.threads,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "platform": platform.platform(), "python": platform.python_version(), "versions": versions,
             "onnxruntime_providers": ort.get_available_providers(), "torch_device": cfg.torch_device}

@@ -168,3 +168,24 @@ def test_interleaved_timing_takes_turns_and_stops_at_its_budget():
     assert order[4:] == ["a", "b"] * 3  # after 3 rounds b has spent 3 s > 2.5 s: stop
     assert times == {"a": [0.1] * 3, "b": [1.0] * 3}
     assert len(interleaved(calls, rounds=4, warmup=0, clocks=clocks)["a"]) == 4  # no budget: every round
+
+
+def test_evaluate_and_bench_time_the_same_feeds_the_same_way():
+    """pipeline.latency.time_feeds: one batch is one call, a list of batches is one call running them in turn
+    (a pass over real texts); backends take turns and each is timed on its own clock."""
+    from pipeline.latency import time_feeds
+
+    class Recorder:
+        def __init__(self, name, seconds, log):
+            self.name, self.log = name, log
+            self.clock = lambda fn: (fn(), seconds)[1]
+
+        def predict_logits(self, batch):
+            self.log.append((self.name, batch["input_ids"].shape))
+
+    log = []
+    one, two = {"input_ids": np.zeros((1, 4))}, {"input_ids": np.zeros((2, 8))}
+    predictors = {"a": Recorder("a", 0.5, log), "b": Recorder("b", 2.0, log)}
+    times = time_feeds(predictors, {"a": one, "b": [one, two]}, rounds=2, warmup=1)
+    assert times == {"a": [0.5, 0.5], "b": [2.0, 2.0]}
+    assert log == [("a", (1, 4)), ("b", (1, 4)), ("b", (2, 8))] * 3  # warm-up, then two interleaved rounds
