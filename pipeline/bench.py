@@ -23,7 +23,7 @@ import platform
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -289,8 +289,9 @@ def fits(predictor, seq: int) -> bool:
 
 
 def time_cells(target: Target, backends: dict[str, Any], texts: list[str], settings: BenchSettings,
-               ceilings: Ceilings) -> dict[str, dict[str, dict]]:
-    """{backend: {"BxS": stats}} over the target's shapes, interleaved, with roofline fraction and speed-up."""
+               ceilings: Ceilings, on_cell: Callable[[dict], None] = lambda cells: None) -> dict[str, dict[str, dict]]:
+    """{backend: {"BxS": stats}} over the target's shapes, interleaved, with roofline fraction and speed-up;
+    `on_cell` gets the cells so far after each one (the profiler's shares are added once all are timed)."""
     from pipeline.runtime.ort import arena_shrinkage
 
     config = json.loads((target.onnx_dir / "config.json").read_text())
@@ -310,6 +311,7 @@ def time_cells(target: Target, backends: dict[str, Any], texts: list[str], setti
             stats["roofline_fraction"] = ceilings.roofline_seconds(config, batch, seq, precision) / (min(t))
             stats["speedup_vs_eager"] = float(np.median(times[EAGER]) / np.median(t))
             out[name][f"{batch}x{seq}"] = stats
+        on_cell(out)
         for name, predictor in backends.items():
             if hasattr(predictor, "release_arena"):
                 predictor.release_arena(feeds[name])
@@ -408,13 +410,19 @@ def machine() -> dict[str, Any]:
                          "onnxruntime": ort.__version__}}
 
 
-def bench_target(target: Target, texts: list[str], settings: BenchSettings, ceilings: Ceilings) -> dict:
+def bench_target(target: Target, texts: list[str], settings: BenchSettings, ceilings: Ceilings,
+                 save: Callable[[dict], None] = lambda row: None) -> dict:
+    """One model's row; `save` gets the row so far after each cell and each part, so that a long run stopped
+    midway (BERT-base's full grid takes 49 minutes on a 2-core AVX2 machine) keeps what it measured."""
     backends = cpu_backends(target, settings.threads)
-    row = {"family": target.family, "preset": target.preset, "model": target.kind, "onnx_dir": str(target.onnx_dir),
-           "size_mb": {n: sum(f.stat().st_size for f in Path(p.folder).glob("*") if f.is_file()) / 1e6
-                       for n, p in backends.items()},
-           "cells": time_cells(target, backends, texts, settings, ceilings),
-           "real_texts": time_real_texts(backends, texts[:settings.real_texts], max(1, settings.rounds - 1))}
+    row: dict[str, Any] = {
+        "family": target.family, "preset": target.preset, "model": target.kind, "onnx_dir": str(target.onnx_dir),
+        "size_mb": {n: sum(f.stat().st_size for f in Path(p.folder).glob("*") if f.is_file()) / 1e6
+                    for n, p in backends.items()}, "cells": {}, "real_texts": {}, "gpu": {}}
+    row["cells"] = time_cells(target, backends, texts, settings, ceilings, lambda cells: save({**row, "cells": cells}))
+    save(row)
+    row["real_texts"] = time_real_texts(backends, texts[:settings.real_texts], max(1, settings.rounds - 1))
+    save(row)
     del backends
     row["gpu"] = gpu_rows(target, texts, settings)
     return row
@@ -472,13 +480,20 @@ def run_bench(settings: BenchSettings, out: Path | None = None, paths: Paths | N
     texts = bench_texts(paths, max(settings.real_texts, CELL_TEXTS))  # the first real_texts for the real rows
     ceilings = Ceilings(paths.bench, settings.threads)
     out = out or paths.bench / "bench.json"
+    info = machine()  # once, before the long work (its load average is the one at the start)
     results: list[dict] = []
-    for target in targets(settings, paths):  # the JSON is rewritten after each model: a long run keeps its rows
-        results.append(bench_target(target, texts, settings, ceilings))
-        write_json(out, {"machine": machine(), "settings": asdict(settings), "ceilings": ceilings.measured,
+
+    def save(in_progress: dict | None = None) -> None:
+        """Rewrite the JSON with the finished rows and the one in progress (atomically): a run stopped midway
+        keeps every cell it timed."""
+        write_json(out, {"machine": info, "settings": asdict(settings), "ceilings": ceilings.measured,
                          "roofline": "per cell: seconds its GEMMs need at the best of ORT MatMul / torch.matmul "
                                      "(fp32) or ORT dynamic-INT8 MatMul / torch dynamic-INT8 Linear (int8) at those "
                                      "shapes, measured in this run; fraction = that / the min latency",
-                         "results": results})
+                         "results": results + ([in_progress] if in_progress else [])})
+
+    for target in targets(settings, paths):
+        results.append(bench_target(target, texts, settings, ceilings, save))
+        save()
     print_table(results, settings)
     return out

@@ -90,3 +90,19 @@ def test_bench_runs_on_a_fresh_clone_with_and_without_out(tmp_path):
     (row,) = json.loads((tmp_path / "artifacts" / "bench" / "bench.json").read_text())["results"]
     assert row["real_texts"] == {}
     assert row["cells"]["ort-int8"]["2x64"]["input_shape"] == [2, 64]  # the cells' text does not come from those
+    # stopped after its cells (Ctrl-C during the real texts): the JSON already holds every cell it timed
+    from pipeline import bench
+    from pipeline.paths import Paths
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    settings = bench.BenchSettings(families=["bert"], presets=["tiny"], rounds=1, warmup=1, profile=False,
+                                   shapes=[(1, 16), (2, 64)])
+    stopped = tmp_path / "stopped.json"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bench, "time_real_texts", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            bench.run_bench(settings, stopped, Paths(tmp_path / "artifacts"))
+    (row,) = json.loads(stopped.read_text())["results"]
+    assert set(row["cells"]["ort-int8"]) == {"1x16", "2x64"} and row["real_texts"] == {}
