@@ -1,6 +1,6 @@
 """What `evaluate` and `bilm bench` time, and how: the fixed-shape and real-text batches each backend runs, and
 the interleaved timing of those over several backends. In one place so that the report's latency table and the
-bench measure the same inputs the same way (they disagreed by up to 2x while each had its own loop)."""
+bench measure the same inputs the same way (they disagreed by up to 2x while each timed in its own way)."""
 from __future__ import annotations
 
 import platform
