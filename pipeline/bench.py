@@ -5,7 +5,8 @@ Not a test: it prints a table and writes a JSON (machine with ISA flags, version
 under artifacts/bench. Per model x backend x batch x length: p50/min latency, throughput, speed-up over eager
 (ratios only within this run: each round times every backend once, so load from other processes hits all
 of them alike), the roofline fraction and, for ONNX Runtime, attention's share of the time from its profiler.
-Per model x backend: real test texts as `classify` batches them (length-bucketed), size on disk.
+Per model x backend: real test texts as `classify` batches them (length-bucketed), size on disk. A cell that
+would not fit in memory is skipped before its first call, with why (pipeline.cell_memory sizes it).
 
 The roofline of a cell is the time its GEMMs would take at the best throughput either runtime reaches at
 exactly those GEMM shapes (ORT MatMul and torch.matmul for fp32; ORT dynamic-INT8 MatMul and torch's dynamic
@@ -27,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pipeline.cell_memory import CellMemory, peak_growth
 from pipeline.io import write_json
 from pipeline.latency import CELL_TEXTS, cpu_model, fixed_batch, long_text, real_batches, time_feeds
 from pipeline.paths import Paths
@@ -288,10 +290,37 @@ def fits(predictor, seq: int) -> bool:
     return seq <= predictor.encoder.max_length
 
 
+def release_arenas(backends: dict[str, Any], feeds: dict[str, dict]) -> None:
+    for name, predictor in backends.items():
+        if hasattr(predictor, "release_arena"):
+            predictor.release_arena(feeds[name])
+
+
+def probe_memory(memory: CellMemory, backends: dict[str, Any], text, batch: int, seq: int, warmup: int,
+                 label: str) -> None:
+    """Size a cell before its first call (pipeline.cell_memory): its warm-up calls at an eighth of its batch,
+    untimed, one backend at a time with the arena given back in between. At least two calls each: ORT's second
+    run at a new shape adds its memory pattern's block to the arena the first run grew (XLNet-base 8 x 512, fp32:
+    1.06 GB in the first run, 1.31 GB more in the second)."""
+    small = memory.probe_batch(batch, seq)
+    if small is None:
+        return
+    progress(f"{label}: measuring its memory at {small}x{seq} first")
+    feeds = {name: fixed_batch(p, text, small, seq) for name, p in backends.items()}
+    growth = {}
+    for name, predictor in backends.items():
+        one = {name: predictor}
+        growth[name] = peak_growth(lambda: time_feeds(one, {name: feeds[name]}, 0, max(2, warmup)))
+        release_arenas(one, feeds)
+    memory.record(small, seq, freeing=[growth[EAGER]], holding=[g for n, g in growth.items() if n != EAGER])
+
+
 def time_cells(target: Target, backends: dict[str, Any], texts: list[str], settings: BenchSettings,
-               ceilings: Ceilings, on_cell: Callable[[dict], None] = lambda cells: None) -> dict[str, dict[str, dict]]:
+               ceilings: Ceilings, memory: CellMemory,
+               on_cell: Callable[[dict], None] = lambda cells: None) -> dict[str, dict[str, dict]]:
     """{backend: {"BxS": stats}} over the target's shapes, interleaved, with roofline fraction and speed-up;
-    `on_cell` gets the cells so far after each one (the profiler's shares are added once all are timed)."""
+    `on_cell` gets the cells so far after each one (the profiler's shares are added once all are timed). A cell
+    `memory` expects not to fit is skipped (memory.skipped says why)."""
     from pipeline.runtime.ort import arena_shrinkage
 
     config = json.loads((target.onnx_dir / "config.json").read_text())
@@ -301,9 +330,14 @@ def time_cells(target: Target, backends: dict[str, Any], texts: list[str], setti
     for batch, seq in target.shapes:
         if not fits(backends[EAGER], seq) or len(text.ids) < seq:  # beyond the model, or the texts run short
             continue
+        label = f"{target.family} {target.preset} {batch}x{seq}"
+        probe_memory(memory, backends, text, batch, seq, settings.warmup, label)
+        if memory.skip(batch, seq):
+            progress(f"{label}: {memory.skipped[f'{batch}x{seq}']}")
+            continue
         feeds = {name: fixed_batch(p, text, batch, seq) for name, p in backends.items()}
         times = time_feeds(backends, feeds, settings.rounds, settings.warmup)
-        progress(f"{target.family} {target.preset} {batch}x{seq}: " + ", ".join(
+        progress(f"{label}: " + ", ".join(
             f"{n} {np.median(t) * 1e3:.1f} ms" for n, t in times.items()))
         for name, t in times.items():
             stats = {**_stats(t, batch), "input_shape": list(feeds[name]["input_ids"].shape)}  # as run
@@ -312,9 +346,7 @@ def time_cells(target: Target, backends: dict[str, Any], texts: list[str], setti
             stats["speedup_vs_eager"] = float(np.median(times[EAGER]) / np.median(t))
             out[name][f"{batch}x{seq}"] = stats
         on_cell(out)
-        for name, predictor in backends.items():
-            if hasattr(predictor, "release_arena"):
-                predictor.release_arena(feeds[name])
+        release_arenas(backends, feeds)
         for name, session in profilers.items():  # after the timed sessions gave their arenas back
             feed = {k: v for k, v in feeds[name].items() if k in {i.name for i in session.get_inputs()}}
             session.run(None, feed)  # grows the arena to this shape, so the second (profiled) run is a warm one
@@ -415,11 +447,18 @@ def bench_target(target: Target, texts: list[str], settings: BenchSettings, ceil
     """One model's row; `save` gets the row so far after each cell and each part, so that a long run stopped
     midway (BERT-base's full grid takes 49 minutes on a 2-core AVX2 machine) keeps what it measured."""
     backends = cpu_backends(target, settings.threads)
+    memory = CellMemory()
     row: dict[str, Any] = {
         "family": target.family, "preset": target.preset, "model": target.kind, "onnx_dir": str(target.onnx_dir),
         "size_mb": {n: sum(f.stat().st_size for f in Path(p.folder).glob("*") if f.is_file()) / 1e6
                     for n, p in backends.items()}, "cells": {}, "real_texts": {}, "gpu": {}}
-    row["cells"] = time_cells(target, backends, texts, settings, ceilings, lambda cells: save({**row, "cells": cells}))
+
+    def with_memory(cells: dict) -> dict:
+        return {**row, "cells": cells, "skipped_cells": dict(memory.skipped),  # and what each probe measured:
+                "memory_probes_gb": {f"{b}x{s}": need / 1e9 for (b, s), need in memory.sized.items()}}
+
+    row = with_memory(time_cells(target, backends, texts, settings, ceilings, memory,
+                                 lambda cells: save(with_memory(cells))))
     save(row)
     row["real_texts"] = time_real_texts(backends, texts[:settings.real_texts], max(1, settings.rounds - 1))
     save(row)
@@ -443,6 +482,8 @@ def print_table(results: list[dict], settings: BenchSettings) -> None:
                 table.add_row(r["family"], f"{r['preset']} {r['model']}", backend, cell, f"{s['p50_ms']:.1f}",
                               f"{s['items_per_s']:.1f}", f"{s['speedup_vs_eager']:.2f}x",
                               f"{s['roofline_fraction']:.0%}", "" if share is None else f"{share:.0%}")
+        for cell, why in r.get("skipped_cells", {}).items():
+            table.add_row(r["family"], f"{r['preset']} {r['model']}", "all", cell, why)
         for backend, s in r["real_texts"].items():
             table.add_row(r["family"], f"{r['preset']} {r['model']}", backend, f"real x{s['texts']}",
                           f"{s['p50_ms']:.0f}", f"{s['items_per_s']:.1f}", f"{s['speedup_vs_eager']:.2f}x", "",

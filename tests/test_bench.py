@@ -75,6 +75,8 @@ def test_bench_runs_on_a_fresh_clone_with_and_without_out(tmp_path):
         assert all(s["roofline_fraction"] > 0 for s in cells.values())
         assert ("profile" in cells["2x64"]) == backend.startswith("ort-")
     assert row["cells"]["pytorch"]["2x64"]["speedup_vs_eager"] == 1.0
+    if Path("/proc/self/clear_refs").exists():  # 2 x 64 was sized at 1 x 64 before its first call, and fits
+        assert set(row["memory_probes_gb"]) == {"1x64"} and row["skipped_cells"] == {}
     assert set(row["real_texts"]) == set(row["cells"]) and row["real_texts"]["ort-fp32"]["texts"] == 8
     assert set(row["gpu"]) == {"pytorch-cuda-fp16", "pytorch-cuda-bf16", "pytorch-cuda-compile"}
     import torch
@@ -106,3 +108,17 @@ def test_bench_runs_on_a_fresh_clone_with_and_without_out(tmp_path):
             bench.run_bench(settings, stopped, Paths(tmp_path / "artifacts"))
     (row,) = json.loads(stopped.read_text())["results"]
     assert set(row["cells"]["ort-int8"]) == {"1x16", "2x64"} and row["real_texts"] == {}
+    # a cell that would not fit is skipped, with why, before its first call: 2 x 64 is sized at 1 x 64 and the
+    # machine is told to have less than nothing available
+    from pipeline.cell_memory import CellMemory
+
+    if not Path("/proc/self/clear_refs").exists():
+        return
+    settings.real_texts = 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bench, "CellMemory", lambda: CellMemory(available=lambda: -1))
+        bench.run_bench(settings, stopped, Paths(tmp_path / "artifacts"))
+    (row,) = json.loads(stopped.read_text())["results"]
+    assert set(row["cells"]["ort-int8"]) == {"1x16"}
+    assert row["skipped_cells"]["2x64"].startswith("skipped: needs about"), row["skipped_cells"]
+    assert set(row["memory_probes_gb"]) == {"1x64"}
