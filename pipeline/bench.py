@@ -32,6 +32,7 @@ from pipeline.cell_memory import CellMemory, peak_growth
 from pipeline.io import write_json
 from pipeline.latency import CELL_TEXTS, cpu_model, fixed_batch, long_text, real_batches, time_feeds
 from pipeline.paths import Paths
+from pipeline.runtime.ort import CPU_MAX_BATCH_TOKENS, rows_per_run
 from pipeline.runtime.timing import time_calls
 
 GRID = [(b, s) for b in (1, 8, 64) for s in (32, 128, 512)]
@@ -56,6 +57,7 @@ class BenchSettings:
     trained: bool = True
     real_texts: int = 256  # test texts through each backend's classify batching, per round
     profile: bool = True  # attention's share of ORT's time, from its profiler (one extra call per cell)
+    ort_max_batch_tokens: int = CPU_MAX_BATCH_TOKENS  # ORT runs larger batches as row chunks (runtime.ort); 0: whole
     params_file: str = "params.yaml"
 
 
@@ -260,7 +262,7 @@ def targets(settings: BenchSettings, paths: Paths) -> list[Target]:
     return out
 
 
-def cpu_backends(target: Target, threads: int) -> dict[str, Any]:
+def cpu_backends(target: Target, threads: int, max_batch_tokens: int = CPU_MAX_BATCH_TOKENS) -> dict[str, Any]:
     """Backend name -> Predictor, eager first (the reference of every speed-up)."""
     from pipeline.runtime.ort import OrtPredictor
     from pipeline.runtime.torch_backend import TorchPredictor
@@ -272,7 +274,7 @@ def cpu_backends(target: Target, threads: int) -> dict[str, Any]:
         # mmap (glibc maps blocks over 32 MB) whose pages fault in zeroed on each call, which made BERT small's
         # ORT rows lose to eager at 8 x 512 and 64 x 512 (0.72-0.86x). The sessions share one arena, and
         # time_cells releases it after each cell: an arena each held three peaks at once (20 GB at XLNet 64 x 512).
-        out[f"ort-{v}"] = OrtPredictor(folder, threads=threads, spinning=False)
+        out[f"ort-{v}"] = OrtPredictor(folder, threads=threads, spinning=False, max_batch_tokens=max_batch_tokens)
     return out
 
 
@@ -348,7 +350,8 @@ def time_cells(target: Target, backends: dict[str, Any], texts: list[str], setti
         on_cell(out)
         release_arenas(backends, feeds)
         for name, session in profilers.items():  # after the timed sessions gave their arenas back
-            feed = {k: v for k, v in feeds[name].items() if k in {i.name for i in session.get_inputs()}}
+            rows = rows_per_run(batch, seq, settings.ort_max_batch_tokens)  # one run as the predictor runs it
+            feed = {k: v[:rows] for k, v in feeds[name].items() if k in {i.name for i in session.get_inputs()}}
             session.run(None, feed)  # grows the arena to this shape, so the second (profiled) run is a warm one
             session.run(None, feed, arena_shrinkage())
     for name, session in profilers.items():
@@ -446,7 +449,7 @@ def bench_target(target: Target, texts: list[str], settings: BenchSettings, ceil
                  save: Callable[[dict], None] = lambda row: None) -> dict:
     """One model's row; `save` gets the row so far after each cell and each part, so that a long run stopped
     midway (BERT-base's full grid takes 49 minutes on a 2-core AVX2 machine) keeps what it measured."""
-    backends = cpu_backends(target, settings.threads)
+    backends = cpu_backends(target, settings.threads, settings.ort_max_batch_tokens)
     memory = CellMemory()
     row: dict[str, Any] = {
         "family": target.family, "preset": target.preset, "model": target.kind, "onnx_dir": str(target.onnx_dir),

@@ -83,7 +83,7 @@ def test_bucketed_batches_return_each_text_its_own_result_in_input_order(onnx_di
 def test_releasing_the_arena_frees_its_peak_and_keeps_the_results(onnx_dir):
     """bench releases each session's arena after a cell: memory goes back, the next run answers the same."""
     psutil = pytest.importorskip("psutil")
-    predictor = OrtPredictor(onnx_dir, threads=1)
+    predictor = OrtPredictor(onnx_dir, threads=1, max_batch_tokens=None)  # one run of the whole batch
     rng = np.random.default_rng(0)
     big = {"input_ids": rng.integers(5, 100, (64, 256)), "attention_mask": np.ones((64, 256), np.int64),
            "token_type_ids": np.zeros((64, 256), np.int64)}
@@ -93,6 +93,25 @@ def test_releasing_the_arena_frees_its_peak_and_keeps_the_results(onnx_dir):
     predictor.release_arena(big)
     assert rss() < held - 20 * 2 ** 20  # the peak (64 x 256 x 2 heads x 256 attention scores alone: 33 MB) went back
     np.testing.assert_array_equal(predictor.predict_logits(big), before)
+
+
+def test_a_batch_over_the_token_limit_runs_in_row_chunks_with_the_same_logits(onnx_dir):
+    from pipeline.runtime.ort import rows_per_run
+
+    assert rows_per_run(64, 128, 1024) == 8 and rows_per_run(64, 4096, 1024) == 1 and rows_per_run(3, 32, 1024) == 3
+    assert rows_per_run(64, 128, None) == 64 == rows_per_run(64, 128, 0)
+    rng = np.random.default_rng(0)
+    batch = {"input_ids": rng.integers(5, 100, (10, 32)), "attention_mask": np.ones((10, 32), np.int64),
+             "token_type_ids": np.zeros((10, 32), np.int64)}
+    batch["attention_mask"][:, 20:] = 0  # padded rows, as classify sends them
+    whole = OrtPredictor(onnx_dir, threads=1, max_batch_tokens=None)
+    chunked = OrtPredictor(onnx_dir, threads=1, max_batch_tokens=96)  # 3 rows a run: 3 + 3 + 3 + 1
+    runs = []
+    run = chunked.session.run
+    chunked.session = type("Counting", (), {"run": lambda _, *a: runs.append(a[1]["input_ids"].shape) or run(*a)})()
+    np.testing.assert_allclose(chunked.predict_logits(batch), whole.predict_logits(batch), atol=1e-5)
+    assert runs == [(3, 32)] * 3 + [(1, 32)]
+    assert OrtPredictor(onnx_dir, max_batch_tokens=96).max_batch_tokens == 96
 
 
 def test_empty_texts_get_an_error_and_the_rest_go_on(onnx_dir):

@@ -79,12 +79,16 @@ def _shape_list(text: str) -> list[tuple[int, int]]:
 @click.option("--full", is_flag=True, help="the whole batch x length grid for the base preset too (slow: see README)")
 @click.option("--trained/--no-trained", default=True, help="the pipeline's models, where exported")
 @click.option("--profile/--no-profile", default=True, help="attention's share from ONNX Runtime's profiler")
+@click.option("--ort-max-batch-tokens", type=click.IntRange(min=0), default=None,
+              help="tokens per ONNX Runtime run: larger batches run as row chunks "
+                   "[default: runtime.ort.CPU_MAX_BATCH_TOKENS]; 0: each batch in one run")
 @click.option("--real-texts", type=click.IntRange(min=0), default=256, show_default=True,
               help="test texts per backend and round; 0: no real-text rows")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="JSON file, or a folder to write bench.json into (default: artifacts/bench/bench.json)")
 def bench(families: str, presets: tuple[str, ...], threads: int, rounds: int, shapes: str, base_shapes: str,
-          full: bool, trained: bool, profile: bool, real_texts: int, out: Path | None) -> None:
+          full: bool, trained: bool, profile: bool, ort_max_batch_tokens: int | None, real_texts: int,
+          out: Path | None) -> None:
     """PyTorch eager vs every ORT CPU variant over batch x length, interleaved, against the same-run GEMM
     roofline; the PyTorch CUDA rows where a GPU is present."""
     from pipeline.bench import GRID, BenchSettings, run_bench
@@ -92,6 +96,8 @@ def bench(families: str, presets: tuple[str, ...], threads: int, rounds: int, sh
     settings = BenchSettings(families=families.split(","), presets=list(presets), threads=threads, rounds=rounds,
                              shapes=_shape_list(shapes), base_shapes=GRID if full else _shape_list(base_shapes),
                              trained=trained, profile=profile, real_texts=real_texts)
+    if ort_max_batch_tokens is not None:
+        settings.ort_max_batch_tokens = ort_max_batch_tokens
     if out is not None and (out.is_dir() or not out.suffix):
         out = out / "bench.json"
     click.echo(f"wrote {run_bench(settings, out)}")

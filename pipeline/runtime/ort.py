@@ -188,10 +188,27 @@ def session_options(threads: int | None = None, spinning: bool = True, arena: bo
     return options
 
 
+# Rows x padded length per ONNX Runtime run on the CPU: a larger batch runs as row chunks of at most this many
+# tokens (results concatenated in order). ORT runs a graph node by node over the whole batch, so past about a
+# thousand tokens every elementwise pass streams its tensors through memory instead of cache; chunks of 1,024
+# tokens ran BERT-base's fp32 graph at 64 x 128 1.36x faster than one run, BERT small's 1.31x at 64 x 128 and
+# 1.26x at 64 x 512, on a 2-core AVX2 EPYC (bench cells, interleaved; PyTorch eager gains at most 1.07x from
+# the same chunks). GPU providers run each batch whole.
+CPU_MAX_BATCH_TOKENS = 1024
+
+
+def rows_per_run(batch: int, seq: int, max_tokens: int | None) -> int:
+    """Rows of a [batch, seq] input that one run takes: all of them without a limit, at least one."""
+    return batch if not max_tokens else max(1, min(batch, max_tokens // max(seq, 1)))
+
+
 class OrtPredictor(Predictor):
     def __init__(self, folder: str | Path, provider: str = "cpu", threads: int | None = None,
-                 provider_options: dict[str, dict] | None = None, spinning: bool = True, arena: bool = True):
+                 provider_options: dict[str, dict] | None = None, spinning: bool = True, arena: bool = True,
+                 max_batch_tokens: int | None = CPU_MAX_BATCH_TOKENS):
+        """max_batch_tokens: the CPU provider's token limit per run (None or 0: each batch in one run)."""
         super().__init__(folder)
+        self.max_batch_tokens = max_batch_tokens if provider == "cpu" else None
         providers = resolve_providers(provider)  # before the session: a bad provider fails fast
         if "TensorrtExecutionProvider" in providers:
             preload_tensorrt_libraries()  # before the session: the provider dlopens libnvinfer when it starts
@@ -227,7 +244,12 @@ class OrtPredictor(Predictor):
 
     def predict_logits(self, batch: dict[str, np.ndarray], run_options: ort.RunOptions | None = None) -> np.ndarray:
         feed = {name: batch[name].astype(dtype, copy=False) for name, dtype in self.inputs.items()}
-        return self.session.run(None, feed, run_options)[0]
+        rows, seq = feed["input_ids"].shape
+        step = rows_per_run(rows, seq, self.max_batch_tokens)
+        if step == rows:
+            return self.session.run(None, feed, run_options)[0]
+        return np.concatenate([self.session.run(None, {k: v[i:i + step] for k, v in feed.items()}, run_options)[0]
+                               for i in range(0, rows, step)])
 
     def release_arena(self, batch: dict[str, np.ndarray]) -> None:
         """Run `batch` once more and, at the end of that run, give the memory arena's free chunks back to the
