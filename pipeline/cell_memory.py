@@ -4,7 +4,8 @@ Before a cell of batch B > 1, `bilm bench` runs the cell's warm-up calls untimed
 backend at a time, and records how far each raised the process's peak resident memory. In the cell's timed rounds
 PyTorch eager runs while the ONNX Runtime sessions' shared arena still holds the largest ORT peak, so the cell
 needs about eager's growth plus the largest ORT growth; activations are linear in the batch at a fixed length, so
-that sum times 8 is the estimate. A cell whose estimate exceeds what the system has available is skipped with a
+that sum times 8 is the estimate (an overstatement where ORT runs row chunks, runtime.ort.CPU_MAX_BATCH_TOKENS:
+its share then stops growing at one chunk). A cell whose estimate exceeds what the system has available is skipped with a
 message naming the memory it needs, before its first call: without the check, XLNet-base at 64 x 512 ran 17
 minutes on a 24 GB machine before the kernel killed the bench at 24.2 GB resident.
 

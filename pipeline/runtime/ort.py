@@ -191,7 +191,7 @@ def session_options(threads: int | None = None, spinning: bool = True, arena: bo
 # Rows x padded length per ONNX Runtime run on the CPU: a larger batch runs as row chunks of at most this many
 # tokens (results concatenated in order). ORT runs a graph node by node over the whole batch, so past about a
 # thousand tokens every elementwise pass streams its tensors through memory instead of cache; chunks of 1,024
-# tokens ran BERT-base's fp32 graph at 64 x 128 1.36x faster than one run, BERT small's 1.31x at 64 x 128 and
+# tokens ran BERT-base's fp32 graph at 64 x 128 1.35x faster than one run, BERT small's 1.31x at 64 x 128 and
 # 1.26x at 64 x 512, on a 2-core AVX2 EPYC (bench cells, interleaved; PyTorch eager gains at most 1.07x from
 # the same chunks). GPU providers run each batch whole.
 CPU_MAX_BATCH_TOKENS = 1024
