@@ -262,8 +262,9 @@ def targets(settings: BenchSettings, paths: Paths) -> list[Target]:
     return out
 
 
-def cpu_backends(target: Target, threads: int, max_batch_tokens: int = CPU_MAX_BATCH_TOKENS) -> dict[str, Any]:
-    """Backend name -> Predictor, eager first (the reference of every speed-up)."""
+def cpu_backends(target: Target, threads: int, max_batch_tokens: int) -> dict[str, Any]:
+    """Backend name -> Predictor, eager first (the reference of every speed-up); ORT runs batches over
+    `max_batch_tokens` in row chunks (0: whole)."""
     from pipeline.runtime.ort import OrtPredictor
     from pipeline.runtime.torch_backend import TorchPredictor
 

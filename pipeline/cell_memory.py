@@ -5,9 +5,9 @@ backend at a time, and records how far each raised the process's peak resident m
 PyTorch eager runs while the ONNX Runtime sessions' shared arena still holds the largest ORT peak, so the cell
 needs about eager's growth plus the largest ORT growth; activations are linear in the batch at a fixed length, so
 that sum times 8 is the estimate (an overstatement where ORT runs row chunks, runtime.ort.CPU_MAX_BATCH_TOKENS:
-its share then stops growing at one chunk). A cell whose estimate exceeds what the system has available is skipped with a
-message naming the memory it needs, before its first call: without the check, XLNet-base at 64 x 512 ran 17
-minutes on a 24 GB machine before the kernel killed the bench at 24.2 GB resident.
+its share then stops growing at one chunk). A cell whose estimate exceeds what the system has available is
+skipped with a message naming the memory it needs, before its first call: without the check, XLNet-base at
+64 x 512 ran 17 minutes on a 24 GB machine before the kernel killed the bench at 24.2 GB resident.
 
 Linux only (the peak is reset through /proc/self/clear_refs); elsewhere nothing is measured and every cell runs.
 """
@@ -21,15 +21,20 @@ HEADROOM = 0.9  # share of MemAvailable a cell may plan to use: the page cache a
 GB = 1e9
 
 
-def _status_bytes(field: str) -> int | None:
-    """VmRSS / VmHWM of this process, in bytes (None off Linux)."""
+def _proc_bytes(path: str, field: str) -> int | None:
+    """A "Field:  N kB" line of a /proc file, in bytes (None off Linux)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(path).read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
+
+
+def _status_bytes(field: str) -> int | None:
+    """VmRSS / VmHWM of this process, in bytes."""
+    return _proc_bytes("/proc/self/status", field)
 
 
 def reset_peak() -> bool:
@@ -43,13 +48,7 @@ def reset_peak() -> bool:
 
 def available_bytes() -> int | None:
     """The kernel's estimate of memory available to new allocations without swapping (MemAvailable)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return _proc_bytes("/proc/meminfo", "MemAvailable")
 
 
 def peak_growth(fn: Callable[[], Any]) -> int | None:
