@@ -409,8 +409,10 @@ def step_gpu_tests(result: dict[str, Any]) -> None:
     reason = unavailable_reason()
     if reason:
         raise StepSkipped(f"pytest -m gpu not run: {reason}")
+    # one process on the one GPU, without pyproject's xdist options (the GPU image may lack pytest-xdist)
     done = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_tensorrt.py", "-q", "-x",
-                           "-p", "no:cacheprovider"], cwd=REPO, capture_output=True, text=True)
+                           "-o", "addopts=--strict-markers", "-p", "no:xdist", "-p", "no:cacheprovider"],
+                          cwd=REPO, capture_output=True, text=True)
     result["pytest_tail"] = done.stdout.strip().splitlines()[-25:]
     if done.returncode:
         result.setdefault("errors", {})["pytest"] = f"exit {done.returncode}"

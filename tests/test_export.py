@@ -264,3 +264,21 @@ def test_pre_layer_norm_bert_exports_with_parity_and_fuses_its_attention(tmp_pat
                   out_dir_of=lambda name: tmp_path / name)
     fused = {n.op_type for n in onnx.load(str(tmp_path / "fused" / "model.onnx")).graph.node}
     assert {"Attention", "SkipLayerNormalization", "BiasGelu"} <= fused, fused
+
+
+def test_export_quiets_the_exporters_info_chatter_and_restores_levels(caplog):
+    """onnxscript's optimizer logs one INFO line per unfolded node during a dynamo export (hundreds for XLNet)."""
+    import logging
+
+    from pipeline.export.onnx import _quiet_loggers
+
+    chatter = logging.getLogger("onnxscript.optimizer._constant_folding")
+    caplog.set_level(logging.INFO)
+    with _quiet_loggers():
+        chatter.info("Skipping constant folding for node 'node_Shape_4'")
+        chatter.warning("a real problem")
+        logging.getLogger("torch.onnx").warning("optional op library skipped")
+    assert [r.getMessage() for r in caplog.records] == ["a real problem"]
+    assert logging.getLogger("onnxscript").level == logging.NOTSET  # as before: the user's settings are kept
+    chatter.info("after the export")
+    assert caplog.records[-1].getMessage() == "after the export"

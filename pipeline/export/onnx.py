@@ -17,7 +17,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import onnx
@@ -150,6 +150,24 @@ def _exporter_kwargs(spec: OnnxSpec, settings: ExportSettings) -> dict[str, Any]
     return {**kwargs, "dynamo": False, "dynamic_axes": spec.dynamic_axes, "do_constant_folding": True}
 
 
+# logger -> the least level shown while exporting: the dynamo exporter logs every optional op library it skips
+# (torch.onnx), and onnxscript's optimizer one INFO line per node it leaves unfolded (hundreds for XLNet)
+_EXPORT_LOG_LEVELS = {"torch.onnx": logging.ERROR, "onnxscript": logging.WARNING}
+
+
+@contextlib.contextmanager
+def _quiet_loggers(levels: dict[str, int] = _EXPORT_LOG_LEVELS) -> Iterator[None]:
+    loggers = {logging.getLogger(name): level for name, level in levels.items()}
+    before = {logger: logger.level for logger in loggers}
+    for logger, level in loggers.items():
+        logger.setLevel(max(level, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for logger, level in before.items():
+            logger.setLevel(level)
+
+
 def export_graph(family: Family, model: torch.nn.Module, tokenizer, path: Path, settings: ExportSettings) -> None:
     """Write `model.onnx` for `model` with the family's patches applied (and undone afterwards)."""
     spec = family.onnx
@@ -157,13 +175,10 @@ def export_graph(family: Family, model: torch.nn.Module, tokenizer, path: Path, 
     example = family.dummy_export_inputs(tokenizer)
     args = tuple(example[name] for name in spec.inputs)
     kwargs = _exporter_kwargs(spec, settings)
-    quiet = logging.getLogger("torch.onnx")  # dynamo logs every optional op library it skips
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
     printed = io.StringIO()  # the torchscript exporter prints its whole IR graph on failure: debug log only
     try:
         with torch.no_grad(), family.export_patches(model), warnings.catch_warnings(), \
-                contextlib.redirect_stdout(printed):
+                contextlib.redirect_stdout(printed), _quiet_loggers():
             warnings.simplefilter("ignore")  # tracer and axis-renaming chatter; failures still raise
             torch.onnx.export(wrapper, args, str(path), **kwargs)
     except Exception as exc:  # the exporters raise many types; name the family, opset and exporter
@@ -173,8 +188,6 @@ def export_graph(family: Family, model: torch.nn.Module, tokenizer, path: Path, 
                           f"{first_line[:500]}. If an operator is missing at this opset, raise --opset "
                           f"(the family default is {spec.opset}); else try --exporter "
                           f"{'dynamo' if settings.exporter == 'torchscript' else 'torchscript'}") from exc
-    finally:
-        quiet.setLevel(level)
     model.eval()  # the torchscript exporter restores the wrapper's mode, which must stay eval
 
 
