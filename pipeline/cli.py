@@ -69,7 +69,7 @@ def finetune(family: str, init: str | None, ablation: bool, params_file: str, ov
 @set_option
 def seeds(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
     """Repeat FAMILY's fine-tuning over `finetune.seeds`; report mean ± sd of test accuracy and macro-F1."""
-    from pipeline.finetune import finetune_seeds
+    from pipeline.seeds import finetune_seeds
 
     summary = run_with_params(lambda p: finetune_seeds(family, p), params_file, overrides)
     click.echo({k: summary[k] for k in ("n", "accuracy", "f1_macro")})

@@ -5,7 +5,6 @@ import logging
 from pathlib import Path
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from pipeline.errors import BilmError
 from pipeline.config import ConfigError, DataConfig
@@ -144,6 +143,8 @@ def clean(df: pd.DataFrame, split: str) -> tuple[pd.DataFrame, dict[str, int]]:
 
 
 def _stratified_split(df: pd.DataFrame, size: float | int, seed: int, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from sklearn.model_selection import train_test_split  # here: the stages that only read splits skip sklearn
+
     counts = df["label"].value_counts()
     n_held = size if isinstance(size, int) else int(round(len(df) * size))
     if counts.min() < 2 or n_held < len(counts) or len(df) - n_held < len(counts):

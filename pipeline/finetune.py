@@ -266,25 +266,3 @@ def score_test_split(folder: Path, params: Params, paths: Paths) -> tuple[dict, 
     quality, predicted, _ = score_predictor(predictor, test, params.evaluate.batch_size, str(folder))
     actual = test.ids_for(predictor.id2label, str(folder))
     return quality, actual, predicted
-
-
-def finetune_seeds(family_name: str, params: Params, paths: Paths = Paths()) -> dict:
-    """Repeat fine-tuning for each seed in `finetune.seeds`; report test accuracy and macro-F1 mean ± sd.
-
-    The main run (finetune.seed) is read from its metrics, not trained again. An empty list reports the
-    main run alone (n = 1), so the default pipeline pays nothing for this stage.
-    """
-    check_family_keys(params)
-    main_seed = params.finetune.seed
-    runs = {main_seed: read_json(paths.metrics("finetune", family_name) / "test.json")}
-    for seed in dict.fromkeys(params.finetune.seeds):
-        if seed not in runs:
-            run_params = dataclasses.replace(params, finetune=dataclasses.replace(params.finetune, seed=seed))
-            runs[seed] = finetune(family_name, run_params, paths, seed_run=True)["test"]
-    summary: dict = {"n": len(runs), "seeds": {str(s): {k: m[k] for k in ("accuracy", "f1_macro")}
-                                               for s, m in runs.items()}}
-    for key in ("accuracy", "f1_macro"):
-        values = np.array([m[key] for m in runs.values()])
-        summary[key] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
-    write_json(paths.metrics("seeds") / f"{family_name}.json", summary)
-    return summary

@@ -76,7 +76,7 @@ def test_bad_init_sources_fail_before_training(workdir, tiny_params, tmp_path):
 
 
 def test_seeds_repeat_fine_tuning_and_report_mean_and_sd(workdir, tiny_params):
-    from pipeline.finetune import finetune_seeds
+    from pipeline.seeds import finetune_seeds
 
     params = _with(tiny_params, init="random", seeds=[tiny_params.finetune.seed, 7])
     main = finetune("bert", params, workdir)["test"]
@@ -87,6 +87,20 @@ def test_seeds_repeat_fine_tuning_and_report_mean_and_sd(workdir, tiny_params):
     assert summary["accuracy"]["mean"] == pytest.approx(sum(values) / 2)
     assert summary["accuracy"]["sd"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
     assert (workdir.seed_run("bert", 7) / "config.json").exists()
+
+
+def test_seeds_stage_without_extra_seeds_does_not_import_the_training_stack():
+    """The default seeds@FAMILY reads one metrics file: importing Trainer would cost it 8-12 s per run."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    heavy = ("transformers.trainer", "pipeline.finetune")
+    code = f"import sys, pipeline.seeds; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("family_name", ["bert", "xlnet"])
