@@ -270,11 +270,12 @@ def test_export_quiets_the_exporters_info_chatter_and_restores_levels(caplog):
     """onnxscript's optimizer logs one INFO line per unfolded node during a dynamo export (hundreds for XLNet)."""
     import logging
 
-    from pipeline.export.onnx import _quiet_loggers
+    from pipeline.export.onnx import _EXPORT_LOG_LEVELS
+    from pipeline.logs import quiet_loggers
 
     chatter = logging.getLogger("onnxscript.optimizer._constant_folding")
     caplog.set_level(logging.INFO)
-    with _quiet_loggers():
+    with quiet_loggers(_EXPORT_LOG_LEVELS):
         chatter.info("Skipping constant folding for node 'node_Shape_4'")
         chatter.warning("a real problem")
         logging.getLogger("torch.onnx").warning("optional op library skipped")

@@ -17,7 +17,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import onnx
@@ -30,6 +30,7 @@ from pipeline.errors import BilmError
 from pipeline.export.lint import lint_tensorrt
 from pipeline.families import Family, OnnxSpec, family_of_config
 from pipeline.io import atomic_dir, read_jsonl, write_json
+from pipeline.logs import quiet_loggers
 from pipeline.model_limits import position_limit
 
 log = logging.getLogger(__name__)
@@ -155,19 +156,6 @@ def _exporter_kwargs(spec: OnnxSpec, settings: ExportSettings) -> dict[str, Any]
 _EXPORT_LOG_LEVELS = {"torch.onnx": logging.ERROR, "onnxscript": logging.WARNING}
 
 
-@contextlib.contextmanager
-def _quiet_loggers(levels: dict[str, int] = _EXPORT_LOG_LEVELS) -> Iterator[None]:
-    loggers = {logging.getLogger(name): level for name, level in levels.items()}
-    before = {logger: logger.level for logger in loggers}
-    for logger, level in loggers.items():
-        logger.setLevel(max(level, logger.getEffectiveLevel()))
-    try:
-        yield
-    finally:
-        for logger, level in before.items():
-            logger.setLevel(level)
-
-
 def export_graph(family: Family, model: torch.nn.Module, tokenizer, path: Path, settings: ExportSettings) -> None:
     """Write `model.onnx` for `model` with the family's patches applied (and undone afterwards)."""
     spec = family.onnx
@@ -178,7 +166,7 @@ def export_graph(family: Family, model: torch.nn.Module, tokenizer, path: Path, 
     printed = io.StringIO()  # the torchscript exporter prints its whole IR graph on failure: debug log only
     try:
         with torch.no_grad(), family.export_patches(model), warnings.catch_warnings(), \
-                contextlib.redirect_stdout(printed), _quiet_loggers():
+                contextlib.redirect_stdout(printed), quiet_loggers(_EXPORT_LOG_LEVELS):
             warnings.simplefilter("ignore")  # tracer and axis-renaming chatter; failures still raise
             torch.onnx.export(wrapper, args, str(path), **kwargs)
     except Exception as exc:  # the exporters raise many types; name the family, opset and exporter

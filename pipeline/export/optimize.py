@@ -13,7 +13,6 @@ graph, since fused contrib ops have no QDQ form, and ORT fuses at load time.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ from pipeline.errors import BilmError
 from pipeline.config import OptimizeConfig
 from pipeline.families import Family, get_family
 from pipeline.io import atomic_dir, read_json, write_json
+from pipeline.logs import quiet_loggers
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +112,10 @@ def int8_method(family: Family, cfg: OptimizeConfig, variant: str = "int8") -> s
 
 
 # --- graph passes ----------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def quiet_shape_inference():
-    """ORT's symbolic shape inference warns once per dynamic Slice it cannot bound ("Cannot determine if 512 -
-    sequence < 0": hundreds of lines for a base model), under two logger names (the optimizer's copy and
-    onnxruntime.tools'); the graphs are checked by the parity and accuracy gates instead."""
-    loggers = [logging.getLogger(n) for n in ("symbolic_shape_infer", "onnxruntime.tools.symbolic_shape_infer")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+# ORT's symbolic shape inference warns once per dynamic Slice it cannot bound ("Cannot determine if 512 -
+# sequence < 0": hundreds of lines for a base model), under two logger names (the optimizer's copy and
+# onnxruntime.tools'); the graphs are checked by the parity and accuracy gates instead
+_SHAPE_INFERENCE_LOGGERS = dict.fromkeys(("symbolic_shape_infer", "onnxruntime.tools.symbolic_shape_infer"), logging.ERROR)
 
 
 def fuse_graph(source: Source, out_path: Path) -> dict[str, Any]:
@@ -142,7 +132,7 @@ def fuse_graph(source: Source, out_path: Path) -> dict[str, Any]:
                                 f"onnxruntime FusionOptions switch (enable_{name})")
         setattr(options, f"enable_{name}", False)
     heads, hidden = (int(source.config.get(k, 0)) for k in spec.attention_config_keys)
-    with quiet_shape_inference():
+    with quiet_loggers(_SHAPE_INFERENCE_LOGGERS):
         fused = optimize_model(str(source.model_path), model_type=spec.ort_model_type, num_heads=heads,
                                hidden_size=hidden, optimization_options=options, opt_level=0)
         fused.topological_sort()
@@ -166,7 +156,7 @@ def quantize_dynamic_graph(fused_path: Path, out_path: Path, cfg: OptimizeConfig
     graph = onnx.load(str(fused_path), load_external_data=False)
     # BERT's fused embeddings (word + position + segment tables) become QEmbedLayerNormalization
     nodes = weight_nodes(graph) + [n.name for n in graph.graph.node if n.op_type == "EmbedLayerNormalization"]
-    with quiet_shape_inference():
+    with quiet_loggers(_SHAPE_INFERENCE_LOGGERS):
         quantize_dynamic(str(fused_path), str(out_path), weight_type=QuantType.QInt8, per_channel=cfg.per_channel,
                          nodes_to_quantize=nodes, op_types_to_quantize=[*QUANTIZED_OPS, "EmbedLayerNormalization"])
     tables = quantize_tables(out_path)
