@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pipeline.cli_base import BilmGroup
-from pipeline.params_cli import params_option, run_with_params, set_option
+from pipeline.params_cli import command_params, params_option, set_option
 
 
 @click.group(cls=BilmGroup)
@@ -19,9 +19,10 @@ def main() -> None:
 @set_option
 def prepare(params_file: str, overrides: tuple[str, ...]) -> None:
     """Load, clean and split the dataset; write artifacts/data and the pretraining corpus (pretrain.corpus)."""
+    params = command_params(params_file, overrides)
     from pipeline.data import prepare as run
 
-    stats = run_with_params(lambda p: run(p.data, corpus=p.pretrain.corpus), params_file, overrides)
+    stats = run(params.data, corpus=params.pretrain.corpus)
     click.echo({k: v for k, v in stats.items() if k in ("train", "validation", "test")})
 
 
@@ -31,9 +32,10 @@ def prepare(params_file: str, overrides: tuple[str, ...]) -> None:
 @set_option
 def tokenizer(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
     """Train FAMILY's tokenizer on the train-split corpus."""
+    params = command_params(params_file, overrides)
     from pipeline.tokenize import train_tokenizer
 
-    run_with_params(lambda p: train_tokenizer(family, p), params_file, overrides)
+    train_tokenizer(family, params)
 
 
 @main.command()
@@ -42,9 +44,10 @@ def tokenizer(family: str, params_file: str, overrides: tuple[str, ...]) -> None
 @set_option
 def pretrain(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
     """Pretrain FAMILY from scratch (BERT: MLM + NSP; XLNet: PLM). Resumes from its last checkpoint."""
+    params = command_params(params_file, overrides)
     from pipeline.pretrain import pretrain as run
 
-    run_with_params(lambda p: run(family, p), params_file, overrides)
+    run(family, params)
 
 
 @main.command()
@@ -56,10 +59,10 @@ def pretrain(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
 @set_option
 def finetune(family: str, init: str | None, ablation: bool, params_file: str, overrides: tuple[str, ...]) -> None:
     """Fine-tune FAMILY for classification; pick the best epoch on validation macro-F1; test it."""
+    params = command_params(params_file, overrides + ((f"finetune.init={init}",) if init else ()))
     from pipeline.finetune import finetune as run
 
-    overrides = overrides + ((f"finetune.init={init}",) if init else ())
-    result = run_with_params(lambda p: run(family, p, ablation=ablation), params_file, overrides)
+    result = run(family, params, ablation=ablation)
     click.echo(result["summary"])
 
 
@@ -69,9 +72,10 @@ def finetune(family: str, init: str | None, ablation: bool, params_file: str, ov
 @set_option
 def seeds(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
     """Repeat FAMILY's fine-tuning over `finetune.seeds`; report mean ± sd of test accuracy and macro-F1."""
+    params = command_params(params_file, overrides)
     from pipeline.seeds import finetune_seeds
 
-    summary = run_with_params(lambda p: finetune_seeds(family, p), params_file, overrides)
+    summary = finetune_seeds(family, params)
     click.echo({k: summary[k] for k in ("n", "accuracy", "f1_macro")})
 
 
@@ -80,9 +84,10 @@ def seeds(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
 @set_option
 def baseline(params_file: str, overrides: tuple[str, ...]) -> None:
     """TF-IDF + logistic regression reference on the same splits."""
+    params = command_params(params_file, overrides)
     from pipeline.baseline import tfidf_baseline
 
-    metrics = run_with_params(lambda p: tfidf_baseline(cfg=p.baseline, seed=p.data.seed), params_file, overrides)
+    metrics = tfidf_baseline(cfg=params.baseline, seed=params.data.seed)
     click.echo({k: metrics[k] for k in ("analyzer", "C", "accuracy", "f1_macro")})
 
 

@@ -1,14 +1,16 @@
 """The one owner of `--params FILE` / `--set SECTION.KEY=VALUE` (the exit path is pipeline/cli_base.py).
 
-Every command that reads params.yaml takes these two options and calls `run_with_params`. Every command is a
-`pipeline.cli_base.BilmCommand` and every stage script runs in `pipeline.stage`, both of which map a `BilmError`
-to one line and exit code 2 (`pipeline.errors.exit_on_user_error`). Nothing heavy at import: click only.
+Every command that reads params.yaml takes these two options and calls `command_params` before it imports the
+library, so that a bad key or value is one line within a second, not after the training stack's imports (about
+10 s). Every command is a `pipeline.cli_base.BilmCommand` and every stage script runs in `pipeline.stage`, both of
+which map a `BilmError` to one line and exit code 2 (`pipeline.errors.exit_on_user_error`). Nothing heavy at
+import: click only.
 """
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -24,9 +26,9 @@ def setup_logging() -> None:
                         stream=sys.stderr)
 
 
-def run_with_params(fn: Callable[[Any], Any], params_file: str, overrides: tuple[str, ...]) -> Any:
-    """Load params (with the overrides), then return `fn(params)`."""
+def command_params(params_file: str, overrides: tuple[str, ...]) -> Any:
+    """The checked params (with the overrides), and logging set up for the command that runs on them."""
     from pipeline.config import load_params
 
     setup_logging()
-    return fn(load_params(params_file, list(overrides)))
+    return load_params(params_file, list(overrides))

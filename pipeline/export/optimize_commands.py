@@ -7,24 +7,21 @@ from pathlib import Path
 import click
 
 from pipeline.cli_base import BilmCommand
-from pipeline.params_cli import params_option, run_with_params, set_option
+from pipeline.params_cli import command_params, params_option, set_option
 
 VARIANT_NAMES = ("fused", "int8", "int8-dynamic", "int8-static", "fp16")
 
 
 def _run(onnx_dir: Path, variants: tuple[str, ...], params_file: str, overrides: tuple[str, ...],
          max_f1_drop: float | None) -> None:
+    # --max-f1-drop is an override like any --set, so the params check covers it
+    drop = (f"optimize.max_f1_drop={max_f1_drop}",) if max_f1_drop is not None else ()
+    cfg = command_params(params_file, overrides + drop).optimize
     from pipeline.export.optimize import load_gate_data, load_source, optimize_onnx, summary
     from pipeline.paths import Paths
 
-    def run(params):
-        cfg = params.optimize
-        if max_f1_drop is not None:
-            cfg.max_f1_drop = max_f1_drop
-        results = optimize_onnx(onnx_dir, list(variants) or cfg.variants, cfg, load_gate_data(Paths(), cfg))
-        return summary(load_source(onnx_dir).family.name, results)
-
-    click.echo(run_with_params(run, params_file, overrides))
+    results = optimize_onnx(onnx_dir, list(variants) or cfg.variants, cfg, load_gate_data(Paths(), cfg))
+    click.echo(summary(load_source(onnx_dir).family.name, results))
 
 
 _drop = click.option("--max-f1-drop", type=float, default=None,

@@ -62,10 +62,11 @@ def trt(onnx_dir: Path, out_dir: Path, precisions: tuple[str, ...], batch: str |
     """Build TensorRT engines from ONNX_DIR into OUT_DIR, then check parity against the fp32 ONNX model.
 
     Without a CUDA device or TensorRT, writes OUT_DIR/engine.json with "built": false and the reason."""
+    # an EngineError or ConfigError is a user error: pipeline.cli.BilmGroup prints it and exits 2; the params
+    # are checked before the builder's imports
+    cfg = _engine_config(params_file, overrides, precisions, batch, sequence, workspace_mib, typing)
     from pipeline.export.tensorrt import build_engines, load_texts, summary_line, unavailable_reason
 
-    # an EngineError or ConfigError is a user error: pipeline.cli.BilmGroup prints it and exits 2
-    cfg = _engine_config(params_file, overrides, precisions, batch, sequence, workspace_mib, typing)
     gpu = unavailable_reason(cfg.device) is None
     summary = build_engines(onnx_dir, out_dir, cfg,
                             calibration_texts=load_texts(calibration) if gpu and "int8" in cfg.precisions else None,
