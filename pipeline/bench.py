@@ -11,7 +11,8 @@ would not fit in memory is skipped before its first call, with why (pipeline.cel
 The roofline of a cell is the time its GEMMs would take at the best throughput either runtime reaches at
 exactly those GEMM shapes (ORT MatMul and torch.matmul for fp32; ORT dynamic-INT8 MatMul and torch's dynamic
 INT8 Linear for int8; the attention products as batched fp32 matmuls), measured in this run on this machine:
-roofline fraction = that time / the measured min latency.
+roofline fraction = that time / the measured min latency. An ONNX Runtime cell that runs as row chunks
+(`ort_max_batch_tokens`) is held to the GEMMs of its chunks, which are the shapes it runs.
 
 Models: per shape preset (default small and base), the pipeline's trained models where the preset is the
 active one and artifacts/onnx/FAMILY exists, else random weights of the preset's shape.
@@ -155,10 +156,19 @@ class Ceilings:
             self._sessions[(k, n, int8)] = _ort_matmul(k, n, self.threads, int8, self.workdir)
         return self._sessions[(k, n, int8)]
 
-    def roofline_seconds(self, config: dict[str, Any], batch: int, seq: int, precision: str) -> float:
-        """Seconds the cell's GEMMs need at these ceilings (int8: the linear GEMMs; attention stays fp32)."""
+    def roofline_seconds(self, config: dict[str, Any], batch: int, seq: int, precision: str,
+                         max_tokens: int | None = None) -> float:
+        """Seconds the cell's GEMMs need at these ceilings (int8: the linear GEMMs; attention stays fp32), run
+        as the predictor runs them: in row chunks of at most `max_tokens` tokens (None or 0: the whole batch)."""
         return sum(flops / (self.get(kind, shape, precision if kind == "linear" else "fp32") * 1e9)
-                   for kind, shape, flops in cell_gemms(config, batch, seq))
+                   for rows in run_rows(batch, seq, max_tokens)
+                   for kind, shape, flops in cell_gemms(config, rows, seq))
+
+
+def run_rows(batch: int, seq: int, max_tokens: int | None) -> list[int]:
+    """Rows of each run of a [batch, seq] input, as OrtPredictor splits it: equal chunks, the last one shorter."""
+    step = rows_per_run(batch, seq, max_tokens)
+    return [min(step, batch - start) for start in range(0, batch, step)]
 
 
 # --- ORT's profiler: attention's share -----------------------------------------------------------------
@@ -343,11 +353,8 @@ def time_cells(target: Target, backends: dict[str, Any], texts: list[str], setti
         progress(f"{label}: " + ", ".join(
             f"{n} {np.median(t) * 1e3:.1f} ms" for n, t in times.items()))
         for name, t in times.items():
-            stats = {**_stats(t, batch), "input_shape": list(feeds[name]["input_ids"].shape)}  # as run
-            precision = "int8" if name.endswith("int8") else "fp32"
-            stats["roofline_fraction"] = ceilings.roofline_seconds(config, batch, seq, precision) / (min(t))
-            stats["speedup_vs_eager"] = float(np.median(times[EAGER]) / np.median(t))
-            out[name][f"{batch}x{seq}"] = stats
+            out[name][f"{batch}x{seq}"] = cell_stats(t, times[EAGER], feeds[name], backends[name], ceilings,
+                                                     config, "int8" if name.endswith("int8") else "fp32")
         on_cell(out)
         release_arenas(backends, feeds)
         for name, session in profilers.items():  # after the timed sessions gave their arenas back
@@ -362,6 +369,18 @@ def time_cells(target: Target, backends: dict[str, Any], texts: list[str], setti
         for cell, share in zip(out[name], shares[1::2]):  # each cell's second run
             out[name][cell]["profile"] = share
     return out
+
+
+def cell_stats(times: list[float], eager_times: list[float], feed: dict[str, np.ndarray], predictor,
+               ceilings: Ceilings, config: dict[str, Any], precision: str) -> dict[str, Any]:
+    """One backend's figures at one cell: latency, throughput, the feed's shape and the rows of each run (as
+    the predictor runs them), the roofline fraction at those runs' GEMMs and the speed-up over eager."""
+    batch, seq = feed["input_ids"].shape
+    max_tokens = getattr(predictor, "max_batch_tokens", None)  # ORT's row chunks; eager runs the whole batch
+    roofline = ceilings.roofline_seconds(config, batch, seq, precision, max_tokens)
+    return {**_stats(times, batch), "input_shape": [batch, seq], "run_rows": run_rows(batch, seq, max_tokens),
+            "roofline_fraction": roofline / min(times),
+            "speedup_vs_eager": float(np.median(eager_times) / np.median(times))}
 
 
 def ort_profilers(target: Target, settings: BenchSettings, workdir: Path) -> dict[str, Any]:

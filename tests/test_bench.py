@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from export_fixtures import family_name, onnx_dir  # noqa: F401
 
-from pipeline.bench import GRID, attention_shares, cell_gemms, is_attention
+from pipeline.bench import GRID, attention_shares, cell_gemms, is_attention, run_rows
 from pipeline.families import get_family
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +30,26 @@ def test_roofline_gemms_add_up_to_the_familys_flops(name):
         gemms = sum(flops for _, _, flops in cell_gemms(config, batch, seq))
         extra = 3 * family.extra_layer_flops(64, batch, seq)
         assert gemms == pytest.approx(family.encoder_flops(config, batch, seq) - extra), (batch, seq)
+
+
+@pytest.mark.parametrize("batch,seq,max_tokens", [(5, 24, 64), (8, 16, 64), (3, 100, 64), (4, 24, 0), (6, 24, None)])
+def test_the_roofline_counts_the_runs_the_ort_predictor_makes(onnx_dir, batch, seq, max_tokens):
+    """A chunked ORT cell's roofline is the GEMMs of its chunks: run_rows is how OrtPredictor splits a batch."""
+    from pipeline.latency import fixed_batch
+    from pipeline.runtime.ort import OrtPredictor
+
+    predictor = OrtPredictor(onnx_dir, threads=1, max_batch_tokens=max_tokens)
+    runs, real = [], predictor.session.run
+
+    def run(outputs, feed, *args):
+        runs.append(len(feed["input_ids"]))
+        return real(outputs, feed, *args)
+
+    predictor.session.run = run
+    feed = fixed_batch(predictor, predictor.encoder.encode(["a fine review " * 60])[0], batch, seq)
+    assert feed["input_ids"].shape == (batch, seq)
+    predictor.predict_logits(feed)
+    assert runs == run_rows(batch, seq, max_tokens) and sum(runs) == batch
 
 
 def test_attention_share_from_a_real_onnxruntime_profile(onnx_dir, tmp_path):
@@ -85,12 +105,15 @@ def test_bench_runs_on_a_fresh_clone_with_and_without_out(tmp_path):
         assert all(g["status"].startswith("skipped: no CUDA device") for g in row["gpu"].values())
     assert result["machine"]["isa_flags"] and result["machine"]["cpu"]
     assert any(key.startswith("linear:") and key.endswith(":int8") for key in result["ceilings"])
-    # without --out: the default place, the models already built are reused; --real-texts 0: no real-text rows
-    again = subprocess.run(base + ["--no-profile", "--real-texts", "0"], cwd=REPO, env=env, capture_output=True,
-                           text=True, timeout=900)
+    assert row["cells"]["ort-fp32"]["2x64"]["run_rows"] == [2]  # 128 tokens: one run
+    # without --out: the default place, the models already built are reused; --real-texts 0: no real-text rows;
+    # 64 tokens a run: ORT runs 2 x 64 as two runs of one row, and its roofline is theirs
+    again = subprocess.run(base + ["--no-profile", "--real-texts", "0", "--ort-max-batch-tokens", "64"], cwd=REPO,
+                           env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     (row,) = json.loads((tmp_path / "artifacts" / "bench" / "bench.json").read_text())["results"]
     assert row["real_texts"] == {}
+    assert [row["cells"][b]["2x64"]["run_rows"] for b in ("pytorch", "ort-fp32", "ort-int8")] == [[2], [1, 1], [1, 1]]
     assert row["cells"]["ort-int8"]["2x64"]["input_shape"] == [2, 64]  # the cells' text does not come from those
     # stopped after its cells (Ctrl-C during the real texts): the JSON already holds every cell it timed
     from pipeline import bench

@@ -90,11 +90,10 @@ def bench(families: str, presets: tuple[str, ...], threads: int, rounds: int, sh
     roofline; the PyTorch CUDA rows where a GPU is present."""
     from pipeline.bench import GRID, BenchSettings, run_bench
 
+    chunks = {} if ort_max_batch_tokens is None else {"ort_max_batch_tokens": ort_max_batch_tokens}  # else the default
     settings = BenchSettings(families=families.split(","), presets=list(presets), threads=threads, rounds=rounds,
                              shapes=_shape_list(shapes), base_shapes=GRID if full else _shape_list(base_shapes),
-                             trained=trained, profile=profile, real_texts=real_texts)
-    if ort_max_batch_tokens is not None:
-        settings.ort_max_batch_tokens = ort_max_batch_tokens
+                             trained=trained, profile=profile, real_texts=real_texts, **chunks)
     if out is not None and (out.is_dir() or not out.suffix):
         out = out / "bench.json"
     click.echo(f"wrote {run_bench(settings, out)}")
