@@ -1,6 +1,7 @@
 """Shared fixtures: the tiny preset, and a prepared data + tokenizer folder built once per session."""
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -70,3 +71,14 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd or REPO, env=full_env,
                           capture_output=True, text=True, timeout=600)
+
+
+def modules_loaded(code: str, names: tuple[str, ...]) -> list[str]:
+    """Which of `names` (a module, or a package with any of its submodules) a fresh interpreter has loaded after
+    running `code` in the repository: how the tests check that a path stays clear of a heavy import."""
+    probe = (f"{code}\nimport sys\nprint(sorted(n for n in {names!r} "
+             "if any(m == n or m.startswith(n + '.') for m in sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return ast.literal_eval(proc.stdout.strip().splitlines()[-1])

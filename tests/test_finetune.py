@@ -91,16 +91,9 @@ def test_seeds_repeat_fine_tuning_and_report_mean_and_sd(workdir, tiny_params):
 
 def test_seeds_stage_without_extra_seeds_does_not_import_the_training_stack():
     """The default seeds@FAMILY reads one metrics file: importing Trainer would cost it 8-12 s per run."""
-    import subprocess
-    import sys
+    from conftest import modules_loaded
 
-    from conftest import REPO
-
-    heavy = ("transformers.trainer", "pipeline.finetune")
-    code = f"import sys, pipeline.seeds; print(sorted(m for m in {heavy!r} if m in sys.modules))"
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
+    assert modules_loaded("import pipeline.seeds", ("transformers.trainer", "pipeline.finetune")) == []
 
 
 @pytest.mark.parametrize("family_name", ["bert", "xlnet"])

@@ -1,11 +1,9 @@
 """Import rules between layers (read from the source with tests/import_graph.py), and what the light paths load."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
+from conftest import modules_loaded
 from import_graph import REPO, direct_imports, module_file, module_name
 
 # shared leaves: they import only each other (trt_common: the types TensorRT's builder and runner share)
@@ -50,9 +48,6 @@ def test_leaves_import_nothing_of_bilm():
 
 
 def test_the_onnx_runtime_path_loads_neither_torch_nor_transformers():
-    code = ("import sys\nimport pipeline.cli, pipeline.runtime, pipeline.runtime.ort, pipeline.export.commands\n"
-            "heavy = sorted(m for m in ('torch', 'transformers', 'pipeline.export.onnx', 'pipeline.training') "
-            "if m in sys.modules)\nprint(','.join(heavy))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "", f"the ONNX Runtime path imports {proc.stdout.strip()}"
+    code = "import pipeline.cli, pipeline.runtime, pipeline.runtime.ort, pipeline.export.commands"
+    heavy = modules_loaded(code, ("torch", "transformers", "pipeline.export.onnx", "pipeline.training"))
+    assert heavy == [], f"the ONNX Runtime path imports {heavy}"
