@@ -231,6 +231,10 @@ class CurvesConfig:
     # the checkpoint arm's peak fine-tuning rate (checkpoints want a smaller one than weights trained for
     # minutes); None: finetune.learning_rate
     reference_learning_rate: float | None = 5e-5
+    # peak fine-tuning rates searched for every arm (the checkpoint arm too) at every n, the same budget for each:
+    # the first seed trains at each rate, the best validation macro-F1 picks the rate that arm's other seeds train
+    # at (test never picks). [] (the default): each arm at its own rate (finetune.learning_rate; the one above)
+    learning_rates: list[float] = field(default_factory=list)
 
 
 @dataclass

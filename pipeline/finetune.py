@@ -245,14 +245,16 @@ def train_and_score(family_name: str, params: Params, paths: Paths, source: str 
                     train: tuple[list[str], list[int]], work_dir: Path, epochs: float | None = None,
                     eval_every: int = 1) -> tuple[dict, np.ndarray, np.ndarray]:
     """One fine-tuning run on `train` (texts, label ids) with `finetune.seed`, chosen on validation as the
-    finetune stage does, and scored on the test split through the same path: (test metrics, [n] gold ids,
-    [n] predicted ids). Checkpoints and the model folder go to `work_dir`, which the caller removes."""
+    finetune stage does, and scored on the test split through the same path: (test metrics plus the chosen
+    checkpoint's `best_validation_f1_macro`, [n] gold ids, [n] predicted ids). Checkpoints and the model folder
+    go to `work_dir`, which the caller removes."""
     model, tokenizer, data, id2label = _setup(get_family(family_name), source, params, paths, train)
     trainer = make_trainer(params, model, tokenizer, data, train[1], id2label, work_dir / "checkpoints", [],
                            epochs, eval_every)
     trainer.train()
     save_model_folder(trainer, tokenizer, work_dir / "model", {"params": params.to_dict(), "source": source})
-    return score_test_split(work_dir / "model", params, paths)
+    quality, actual, predicted = score_test_split(work_dir / "model", params, paths)
+    return {**quality, "best_validation_f1_macro": trainer.state.best_metric}, actual, predicted
 
 
 def score_test_split(folder: Path, params: Params, paths: Paths) -> tuple[dict, np.ndarray, np.ndarray]:

@@ -536,6 +536,24 @@ def pays_sentence(summary: dict) -> str:
             f"init accuracy includes or is below zero; {upto}{again}.")
 
 
+def rates_sentence(summary: dict) -> str:
+    """Each arm's fine-tuning rate per n: picked on validation (curves.learning_rates), or its own; "" for a
+    summary that records none."""
+    picked = {size: p["learning_rate"] for size, p in summary["curve"].items() if "learning_rate" in p}
+    if not picked:
+        return ""
+    def arms(rates: dict) -> str:
+        return ", ".join(f"{arm} {rate:g}" for arm, rate in rates.items())
+
+    searched = summary.get("learning_rates_searched")
+    if not searched:  # the same at every n
+        return (f"Learning rates: {arms(next(iter(picked.values())))} at every n, each arm's own "
+                f"(`curves.learning_rates` searches them per arm and n on validation).")
+    per_n = "; ".join(f"n = {summary['curve'][size]['n']}: {arms(rates)}" for size, rates in picked.items())
+    return (f"Learning rates, searched for every arm at every n over {', '.join(f'{r:g}' for r in searched)} "
+            f"(the first seed at each; the best validation macro-F1 picks the rate of the other seeds): {per_n}.")
+
+
 def checkpoint_sentence(summary: dict) -> str:
     """What the checkpoint arm (curves.reference) says: where a published checkpoint's pretraining pays."""
     ref = summary.get("reference")
@@ -586,6 +604,7 @@ def curves_section(curves: dict, made: dict[str, bool]) -> list[str]:
              "seeds (paired by seed); TF-IDF: the baseline fitted on the same subset.", ""]
     for family, summary in curves["families"].items():
         lines += [f"### {family}", "", *curve_table(summary), "", pays_sentence(summary), "",
+                  *([rates_sentence(summary), ""] if rates_sentence(summary) else []),
                   *([checkpoint_sentence(summary), ""] if "reference" in summary else []),
                   *_image(made, f"curves_{family}.png", f"{family}: accuracy and macro-F1 vs labelled examples")]
     return lines

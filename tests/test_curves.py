@@ -52,7 +52,8 @@ def test_plan_adds_all_and_refuses_sizes_at_or_above_the_train_split():
     ({"sizes": [100, 100]}, "curves.sizes"), ({"sizes": [250, 100]}, "curves.sizes"),
     ({"sizes": [0, 10]}, "curves.sizes"), ({"seeds": []}, "curves.seeds"), ({"seeds": [1, 1]}, "curves.seeds"),
     ({"min_steps": -1}, "curves.min_steps"),
-    ({"reference_learning_rate": 0.0}, "curves.reference_learning_rate")])
+    ({"reference_learning_rate": 0.0}, "curves.reference_learning_rate"),
+    ({"learning_rates": [0.0]}, "curves.learning_rates"), ({"learning_rates": [1e-4, 1e-4]}, "curves.learning_rates")])
 def test_bad_curves_params_are_errors_naming_the_key(values, message):
     with pytest.raises(ConfigError, match=message):
         curves.check_config(CurvesConfig(**values))
@@ -348,3 +349,47 @@ def test_an_empty_grid_turns_the_stage_off_with_every_output_saying_so(workdir, 
     assert curves_section(both, {})[2:] == [f"- **learning curves, bert, xlnet**: {summary['off']}"]
     with pytest.raises(ConfigError, match="curves.sizes"):  # a bad grid is still an error, not "off"
         curves.learning_curves("bert", _with(params, sizes=[50, 20]), workdir)
+
+
+def test_rate_search_picks_each_arms_rate_on_validation_and_its_other_seeds_train_at_it(tmp_path, tiny_params,
+                                                                                        monkeypatch):
+    """curves.learning_rates: every arm, at every n, trains its first seed at each rate; the best validation
+    macro-F1 (never test) picks the rate its other seeds train at. The summary, stage line and report say which."""
+    from pipeline.paths import Paths
+    from pipeline.report import rates_sentence
+
+    params = _with(tiny_params, sizes=[20], seeds=[1, 2, 3], include_all=False, learning_rates=[1e-4, 2e-4, 4e-4])
+    labels, gold = [0, 1] * 50, [0, 1] * 150
+    inputs = curves.Inputs("bert", ([f"t{i}" for i in range(100)], labels), ([], []), ([""] * 300, gold),
+                           {0: "great", 1: "other"}, curves.plan_subsets(labels, params.curves),
+                           {"pretrained": "/models/pretrained", "random": None}, {})
+    best = {"pretrained": 2e-4, "random": 4e-4}
+    trained = []
+
+    def run_one(run, inputs, params, paths):
+        rate = curves.run_params(run, params).finetune.learning_rate
+        trained.append((run.arm, run.seed, rate))
+        # test accuracy is best at the rate validation does NOT pick: test must not choose
+        hit = 0.9 if rate != best[run.arm] else 0.6
+        return {"predicted": [g if i % 10 < hit * 10 else 1 - g for i, g in enumerate(gold)], "seconds": 1.0,
+                "validation_f1_macro": 0.8 if rate == best[run.arm] else 0.5, "source": "trained"}
+
+    monkeypatch.setattr(curves, "run_one", run_one)
+    results, searches = curves.run_all(inputs, params, Paths(tmp_path))
+    for arm, rate in best.items():
+        assert [t for t in trained if t[0] == arm] == [(arm, 1, 1e-4), (arm, 1, 2e-4), (arm, 1, 4e-4),
+                                                       (arm, 2, rate), (arm, 3, rate)]
+        assert searches["20"][arm] == {"learning_rate": rate, "validation_f1_macro": {
+            f"{r:g}": 0.8 if r == rate else 0.5 for r in (1e-4, 2e-4, 4e-4)}}
+    assert len(results) == 2 * 5  # 3 seeds per arm, and the 2 rates each arm did not pick
+    assert "random-n20-s1-lr0.0002" in results and "random-n20-s1-lr0.0004" not in results
+    tfidf = {"20": {"accuracy": 0.7, "f1_macro": 0.6, "analyzer": "word", "C": 1.0, "predicted": gold}}
+    summary = curves.summarize(inputs, results, tfidf, params, searches)
+    point = summary["curve"]["20"]
+    assert point["learning_rate"] == best and point["pretrained"]["accuracy"]["mean"] == pytest.approx(0.6)
+    assert summary["train_seconds"] == 10.0 and summary["learning_rates_searched"] == [1e-4, 2e-4, 4e-4]
+    assert "rates pretrained 0.0002, random 0.0004 (picked on validation)" in curves.summary_line(summary)
+    assert "n = 20: pretrained 0.0002, random 0.0004" in rates_sentence(summary)
+    plain = curves.summarize(inputs, results, tfidf, _with(params, learning_rates=[]))
+    assert plain["curve"]["20"]["learning_rate"] == {"pretrained": 2e-4, "random": 2e-4}
+    assert rates_sentence(plain).startswith("Learning rates: pretrained 0.0002, random 0.0002 at every n")
