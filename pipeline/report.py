@@ -542,6 +542,7 @@ def rates_sentence(summary: dict) -> str:
     picked = {size: p["learning_rate"] for size, p in summary["curve"].items() if "learning_rate" in p}
     if not picked:
         return ""
+
     def arms(rates: dict) -> str:
         return ", ".join(f"{arm} {rate:g}" for arm, rate in rates.items())
 
