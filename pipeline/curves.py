@@ -167,7 +167,7 @@ def _reusable(run: Run, params: Params, paths: Paths, family: str, epochs: tuple
     same = (params.curves.reuse_stage_runs and run.arm in ARMS and run.size == ALL and run.seed == cfg.seed
             and cfg.full_determinism
             and epochs == (cfg.num_train_epochs, 1)
-            and run_params(run, params).finetune.learning_rate == cfg.learning_rate
+            and run_rate(run, params) == cfg.learning_rate
             and (cfg.ablation_init if run.arm == "random" else cfg.init) == ("random" if run.arm == "random"
                                                                              else "pretrained"))
     stage = "finetune" if run.arm == "pretrained" else "finetune_random_init"
@@ -222,11 +222,15 @@ def arm_learning_rate(arm: str, params: Params) -> float:
     return rate if arm == CHECKPOINT and rate is not None else params.finetune.learning_rate
 
 
+def run_rate(run: Run, params: Params) -> float:
+    """The peak rate one run trains at: its own (a searched rate), else its arm's."""
+    return arm_learning_rate(run.arm, params) if run.learning_rate is None else run.learning_rate
+
+
 def run_params(run: Run, params: Params) -> Params:
-    """The params one run trains with: finetune.seed the run's, and its rate (the arm's own unless it has one)."""
-    rate = arm_learning_rate(run.arm, params) if run.learning_rate is None else run.learning_rate
+    """The params one run trains with: finetune.seed the run's, and its rate (run_rate)."""
     return dataclasses.replace(params, finetune=dataclasses.replace(params.finetune, seed=run.seed,
-                                                                    learning_rate=rate))
+                                                                    learning_rate=run_rate(run, params)))
 
 
 def run_one(run: Run, inputs: Inputs, params: Params, paths: Paths) -> dict:
@@ -270,9 +274,9 @@ def run_all(inputs: Inputs, params: Params, paths: Paths) -> tuple[dict[str, dic
               disable=not show_progress()) as bar:
         def run(r: Run) -> dict:
             result = run_one(r, inputs, params, paths)
-            rate = run_params(r, params).finetune.learning_rate
             log.info("curves@%s %s n=%s seed %d, rate %g: validation macro-F1 %.4f, test accuracy %.4f, %.0f s (%s)",
-                     inputs.family, r.arm, len(inputs.subsets[r.size]), r.seed, rate, result["validation_f1_macro"],
+                     inputs.family, r.arm, len(inputs.subsets[r.size]), r.seed, run_rate(r, params),
+                     result["validation_f1_macro"],
                      float(np.mean(np.asarray(result["predicted"]) == gold)), result["seconds"], result["source"])
             bar.update()
             return result

@@ -604,8 +604,9 @@ def curves_section(curves: dict, made: dict[str, bool]) -> list[str]:
              "seeds; Δ = pretrained − random init in points, with a bootstrap CI that resamples test items and "
              "seeds (paired by seed); TF-IDF: the baseline fitted on the same subset.", ""]
     for family, summary in curves["families"].items():
+        rates = rates_sentence(summary)
         lines += [f"### {family}", "", *curve_table(summary), "", pays_sentence(summary), "",
-                  *([rates_sentence(summary), ""] if rates_sentence(summary) else []),
+                  *([rates, ""] if rates else []),
                   *([checkpoint_sentence(summary), ""] if "reference" in summary else []),
                   *_image(made, f"curves_{family}.png", f"{family}: accuracy and macro-F1 vs labelled examples")]
     return lines

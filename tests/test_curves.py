@@ -367,7 +367,7 @@ def test_rate_search_picks_each_arms_rate_on_validation_and_its_other_seeds_trai
     trained = []
 
     def run_one(run, inputs, params, paths):
-        rate = curves.run_params(run, params).finetune.learning_rate
+        rate = curves.run_rate(run, params)
         trained.append((run.arm, run.seed, rate))
         # test accuracy is best at the rate validation does NOT pick: test must not choose
         hit = 0.9 if rate != best[run.arm] else 0.6
