@@ -212,7 +212,8 @@ def finetune(family_name: str, params: Params, paths: Paths = Paths(), ablation:
     trainer, callback, ckpt_dir, resume_from = _make_trainer(family_name, params, paths, stage, init, model,
                                                              tokenizer, data, train[1], id2label)
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from)
+    with family.training_patches(model):
+        trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
     summary = {"best_validation_f1_macro": trainer.state.best_metric or float("nan")}
     test: dict = {}
@@ -248,10 +249,12 @@ def train_and_score(family_name: str, params: Params, paths: Paths, source: str 
     finetune stage does, and scored on the test split through the same path: (test metrics plus the chosen
     checkpoint's `best_validation_f1_macro`, [n] gold ids, [n] predicted ids). Checkpoints and the model folder
     go to `work_dir`, which the caller removes."""
-    model, tokenizer, data, id2label = _setup(get_family(family_name), source, params, paths, train)
+    family = get_family(family_name)
+    model, tokenizer, data, id2label = _setup(family, source, params, paths, train)
     trainer = make_trainer(params, model, tokenizer, data, train[1], id2label, work_dir / "checkpoints", [],
                            epochs, eval_every)
-    trainer.train()
+    with family.training_patches(model):
+        trainer.train()
     save_model_folder(trainer, tokenizer, work_dir / "model", {"params": params.to_dict(), "source": source})
     quality, actual, predicted = score_test_split(work_dir / "model", params, paths)
     return {**quality, "best_validation_f1_macro": trainer.state.best_metric}, actual, predicted

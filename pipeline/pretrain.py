@@ -121,7 +121,8 @@ def pretrain(family_name: str, params: Params, paths: Paths = Paths()) -> dict:
     trainer = ObjectiveTrainer(model=model, args=args, train_dataset=ListDataset(train),
                                data_collator=family.pretraining_collator(tokenizer, cfg), callbacks=[callback])
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    with family.training_patches(model):
+        result = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
     metrics = {"train/final_loss": result.training_loss, "steps": trainer.state.global_step, "world_size": world,
                "parameters": sum(p.numel() for p in model.parameters()),

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeline.config import ConfigError
-from pipeline.families import get_family
+from pipeline.families import family_names, get_family
 from pipeline.finetune import finetune
 from pipeline.pretrain import pretrain
 
@@ -222,3 +222,34 @@ def test_model_attention_dropout_reaches_classifiers_and_pretrain_dropout_overri
     for pretrain_dropout, expected in ((0.0, (0.0, 0.0)), (None, (0.2, 0.05))):
         cfg = dataclasses.replace(params.pretrain, dropout=pretrain_dropout)
         assert _dropouts(pretraining_model(family, params, cfg, tok, None)) == expected
+
+
+def _step(model, batch: dict, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(logits, gradients by parameter name) of one forward/backward with the dropout masks of `seed`."""
+    model.zero_grad()
+    torch.manual_seed(seed)
+    logits = model(**batch).logits
+    logits.pow(2).sum().backward()
+    return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("family_name", family_names())
+def test_training_patches_keep_logits_and_gradients_and_restore(prepared, tiny_params, family_name):
+    """The fine-tuning kernels are the stock model's function: the same logits and gradients with dropout on
+    (the same masks from the same seed), padded rows included, in train and eval mode; undone on exit."""
+    from pipeline.finetune import build_classifier
+
+    family, tok = get_family(family_name), AutoTokenizer.from_pretrained(prepared.tokenizer(family_name))
+    model = build_classifier(family, None, tiny_params, prepared, {"great": 0, "other": 1})[0]
+    batch = dict(tok(["good coffee, would buy again", "stale", "the tea was fine but the box came crushed"],
+                     padding=True, return_tensors="pt"))
+    for mode in (model.train, model.eval):
+        mode()
+        logits, grads = _step(model, batch, 7)
+        with family.training_patches(model):
+            patched_logits, patched_grads = _step(model, batch, 7)
+        torch.testing.assert_close(patched_logits, logits, atol=1e-5, rtol=1e-4)
+        assert patched_grads.keys() == grads.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(patched_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    assert all("forward" not in m.__dict__ for m in model.modules())

@@ -1,3 +1,4 @@
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 
 from pipeline.config import ConfigError
 from pipeline.data import read_split
-from pipeline.families import get_family
+from pipeline.families import family_names, get_family
 from pipeline.pretrain import evaluate_pretraining, pretrain
 from pipeline.training import ObjectiveTrainer
 
@@ -322,3 +323,29 @@ def test_sdpa_attention_for_a_family_without_it_is_an_error_naming_the_key(tiny_
     cfg = dataclasses.replace(tiny_params.pretrain, attention="sdpa")
     with pytest.raises(ConfigError, match=r"pretrain.attention=sdpa: XLNetLMHeadModelAtTargets has no SDPA attention"):
         pretraining_model(family, tiny_params, cfg, tokenizer, None)
+
+
+@pytest.mark.parametrize("family_name", family_names())
+def test_training_patches_leave_pretraining_bit_for_bit_the_same(prepared, tiny_params, family_name):
+    """A pretraining step under the family's training patches gives the stock model's loss and gradients to
+    the last bit (XLNet: the cheaper relative-shift backward in the two-stream attention), so the patches
+    cannot move pretraining metrics; undone on exit."""
+    from pipeline.data import read_corpus
+    from pipeline.pretrain import pretraining_model
+
+    family, tok, cfg = get_family(family_name), _tokenizer(prepared, family_name), tiny_params.pretrain
+    model = pretraining_model(family, tiny_params, dataclasses.replace(cfg, dropout=0.1), tok, None).train()
+    torch.manual_seed(0)
+    batch = family.pretraining_collator(tok, cfg)(family.pretraining_examples(read_corpus(prepared), tok, cfg, 4, 0))
+    results = []
+    for patched in (False, True):
+        model.zero_grad()
+        torch.manual_seed(7)  # the same dropout masks
+        with family.training_patches(model) if patched else contextlib.nullcontext():
+            loss = model(**batch)["loss"]
+            loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss, grads), (patched_loss, patched_grads) = results
+    assert torch.equal(patched_loss, loss)
+    assert patched_grads.keys() == grads.keys() and all(torch.equal(patched_grads[n], g) for n, g in grads.items())
+    assert all("forward" not in m.__dict__ and "rel_shift_bnij" not in m.__dict__ for m in model.modules())

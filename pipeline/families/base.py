@@ -125,6 +125,12 @@ class Family:
     def pretraining_collator(self, tokenizer, cfg: PretrainConfig):
         raise NotImplementedError
 
+    @contextlib.contextmanager
+    def training_patches(self, model: torch.nn.Module) -> Iterator[None]:
+        """Faster kernels for training `model` (pretraining or fine-tuning), the same function, undone on exit:
+        a saved folder is the stock model. Default: none."""
+        yield
+
     def pretraining_probes(self, train: list[dict], heldout: list[dict], tokenizer) -> dict[str, float]:
         """Model-free sanity figures for the pretraining data, e.g. whether its labels are learnable at all
         (`probe/<name>` metrics). Default: none."""
