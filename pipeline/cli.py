@@ -32,7 +32,7 @@ def prepare(params_file: str, overrides: tuple[str, ...]) -> None:
 @set_option
 def tokenizer(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
     """Train FAMILY's tokenizer on the train-split corpus."""
-    params = command_params(params_file, overrides)
+    params = command_params(params_file, overrides, family)
     from pipeline.tokenize import train_tokenizer
 
     train_tokenizer(family, params)
@@ -44,7 +44,7 @@ def tokenizer(family: str, params_file: str, overrides: tuple[str, ...]) -> None
 @set_option
 def pretrain(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
     """Pretrain FAMILY from scratch (BERT: MLM + NSP; XLNet: PLM). Resumes from its last checkpoint."""
-    params = command_params(params_file, overrides)
+    params = command_params(params_file, overrides, family)
     from pipeline.pretrain import pretrain as run
 
     run(family, params)
@@ -59,7 +59,7 @@ def pretrain(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
 @set_option
 def finetune(family: str, init: str | None, ablation: bool, params_file: str, overrides: tuple[str, ...]) -> None:
     """Fine-tune FAMILY for classification; pick the best epoch on validation macro-F1; test it."""
-    params = command_params(params_file, overrides + ((f"finetune.init={init}",) if init else ()))
+    params = command_params(params_file, overrides + ((f"finetune.init={init}",) if init else ()), family)
     from pipeline.finetune import finetune as run
 
     result = run(family, params, ablation=ablation)
@@ -72,7 +72,7 @@ def finetune(family: str, init: str | None, ablation: bool, params_file: str, ov
 @set_option
 def seeds(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
     """Repeat FAMILY's fine-tuning over `finetune.seeds`; report mean ± sd of test accuracy and macro-F1."""
-    params = command_params(params_file, overrides)
+    params = command_params(params_file, overrides, family)
     from pipeline.seeds import finetune_seeds
 
     summary = finetune_seeds(family, params)

@@ -49,8 +49,9 @@ class ConfigError(BilmError, ValueError):
 
 
 def by_family(default: dict[str, Any]) -> Any:
-    """A field whose keys are model family names. The registry lives above this module, so the names are checked
-    where a family stage starts (pipeline.families.check_family_keys): a misspelt family would be ignored."""
+    """A field whose keys are model family names. The families live above this module, so the names are checked
+    by pipeline.family_names.check_family_keys (every `bilm` command, every family stage): a misspelt family
+    would be ignored."""
     return field(default_factory=lambda: dict(default), metadata={"keys": "family"})
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from typing import Iterator
 
 
@@ -18,3 +19,9 @@ def quiet_loggers(levels: dict[str, int]) -> Iterator[None]:
     finally:
         for logger, level in before.items():
             logger.setLevel(level)
+
+
+def setup_logging() -> None:
+    """INFO lines with time and logger on stderr: what a stage script or a `bilm` command logs."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)

@@ -8,8 +8,6 @@ import: click only.
 """
 from __future__ import annotations
 
-import logging
-import sys
 from typing import Any
 
 import click
@@ -21,14 +19,16 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="SECTION.
                           help="override one param, e.g. --set pretrain.max_steps=10 (repeatable)")
 
 
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-
-
-def command_params(params_file: str, overrides: tuple[str, ...]) -> Any:
-    """The checked params (with the overrides), and logging set up for the command that runs on them."""
+def command_params(params_file: str, overrides: tuple[str, ...], family: str | None = None) -> Any:
+    """The checked params (with the overrides; `family`, the command's FAMILY argument, and every family key
+    checked too), and logging set up for the command that runs on them."""
     from pipeline.config import load_params
+    from pipeline.family_names import check_family_keys, check_family_name
+    from pipeline.logs import setup_logging
 
     setup_logging()
-    return load_params(params_file, list(overrides))
+    params = load_params(params_file, list(overrides))
+    if family is not None:
+        check_family_name(family)
+    check_family_keys(params)
+    return params

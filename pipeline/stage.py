@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from pipeline.config import Params, load_params
 from pipeline.errors import exit_on_user_error
-from pipeline.params_cli import setup_logging
+from pipeline.logs import setup_logging
 
 
 def _run(label: str, run: Callable[[], Any]) -> None:

@@ -40,8 +40,13 @@ def _imported_names(tree: ast.AST) -> set[str]:
 
 
 def _loads_whole_package(tree: ast.AST) -> bool:
-    """A package that imports each of its modules by listing itself (the family registry)."""
-    return any(isinstance(n, ast.Attribute) and n.attr == "iter_modules" for n in ast.walk(tree))
+    """A package that imports its own modules by name, `import_module(f"{__name__}.{name}")` (the family
+    registry): it may import any of them."""
+    return any(isinstance(n, ast.Call) and getattr(n.func, "attr", getattr(n.func, "id", None)) == "import_module"
+               and n.args and isinstance(n.args[0], ast.JoinedStr)
+               and any(isinstance(v, ast.Name) and v.id == "__name__" for part in n.args[0].values
+                       for v in ast.walk(part))
+               for n in ast.walk(tree))
 
 
 @lru_cache(maxsize=None)

@@ -148,6 +148,36 @@ def test_every_params_command_checks_the_params_before_importing_its_library():
     assert modules_loaded(code, ("torch", "transformers", "sklearn", "onnxruntime")) == []
 
 
+def test_a_misspelt_family_is_one_line_before_the_training_stack_loads():
+    """The FAMILY argument and the family keys are checked with the params, from module names alone: no
+    command imports torch or transformers (about 10 s) to say that `gpt` is no family."""
+    from conftest import modules_loaded
+
+    commands = [["tokenizer", "gpt"], ["pretrain", "gpt"], ["finetune", "gpt"], ["seeds", "gpt"],
+                ["pretrain", "bert", "--set", "model.layer_norm={bret: pre}"], ["evaluate", "--set", "families=[bret]"]]
+    code = ("from click.testing import CliRunner\nfrom pipeline.cli import main\n"
+            f"for args in {commands!r}:\n"
+            "    r = CliRunner().invoke(main, args)\n"
+            "    assert r.exit_code == 2, (args, r.output)\n"
+            "    assert (\"unknown model family 'gpt'; known families: bert, xlnet\" in r.output\n"
+            "            or \"names unknown families ['bret']; the registered families are bert, xlnet\" in r.output), r.output")
+    assert modules_loaded(code, ("torch", "transformers", "sklearn", "onnxruntime")) == []
+
+
+def test_family_modules_are_the_registered_families_and_register_enforces_it():
+    from pipeline.families import Family, family_names, register
+    from pipeline.family_names import family_module_names
+
+    assert family_module_names() == family_names()
+
+    class Misplaced(Family):
+        name = "gpt"
+
+    with pytest.raises(TypeError, match="family 'gpt' is defined in module 'test_config': name the module gpt.py"):
+        register(Misplaced)
+    assert "gpt" not in family_names()
+
+
 def test_every_family_keyed_param_refuses_an_unknown_family():
     from pipeline.config import family_keyed, load_params
     from pipeline.families import check_family_keys, family_names

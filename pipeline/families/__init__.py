@@ -2,32 +2,26 @@
 from __future__ import annotations
 
 import importlib
-import pkgutil
 
-from pipeline.config import ConfigError, family_keyed
-from pipeline.errors import BilmError
 from pipeline.families.base import Family, OnnxSpec
+from pipeline.family_names import UnknownFamilyError, check_family_keys, family_module_names
 
 _REGISTRY: dict[str, Family] = {}
 
 
-class UnknownFamilyError(BilmError, KeyError):
-    """A family name or model type that no module in pipeline/families registers."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
-
-
 def register(cls: type[Family]) -> type[Family]:
-    """Class decorator: make the family available by its `name`."""
+    """Class decorator: make the family available by its `name`, which must be its module's name (so that
+    pipeline.family_names lists the families without importing them)."""
+    module = cls.__module__.rsplit(".", 1)[-1]
+    if module != cls.name:
+        raise TypeError(f"family {cls.name!r} is defined in module {module!r}: name the module {cls.name}.py")
     _REGISTRY[cls.name] = cls()
     return cls
 
 
 def _load_all() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        if module.name != "base" and not module.name.startswith("_"):  # _name: shared helpers, no family
-            importlib.import_module(f"{__name__}.{module.name}")
+    for name in family_module_names():
+        importlib.import_module(f"{__name__}.{name}")
 
 
 def get_family(name: str) -> Family:
@@ -40,18 +34,6 @@ def get_family(name: str) -> Family:
 def family_names() -> list[str]:
     _load_all()
     return sorted(_REGISTRY)
-
-
-def check_family_keys(params) -> None:
-    """Every family name in params (`families` and each map keyed by family) is registered; a misspelt name is an
-    error naming the key, not a setting that silently never applies."""
-    known = family_names()
-    named = [("families", list(params.families))] + [(key, list(value)) for key, value in family_keyed(params)]
-    for key, names in named:
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            raise ConfigError(f"{key} names unknown families {unknown}; the registered families are "
-                              f"{', '.join(known)}")
 
 
 def family_of_config(config) -> Family:
