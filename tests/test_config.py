@@ -159,8 +159,8 @@ def test_a_misspelt_family_is_one_line_before_the_training_stack_loads():
             f"for args in {commands!r}:\n"
             "    r = CliRunner().invoke(main, args)\n"
             "    assert r.exit_code == 2, (args, r.output)\n"
-            "    assert (\"unknown model family 'gpt'; known families: bert, xlnet\" in r.output\n"
-            "            or \"names unknown families ['bret']; the registered families are bert, xlnet\" in r.output), r.output")
+            "    assert (\"unknown model family 'gpt'; known families: bert, xlnet\" in r.output or\n"
+            "            \"names unknown families ['bret']; the registered families are bert, xlnet\" in r.output)")
     assert modules_loaded(code, ("torch", "transformers", "sklearn", "onnxruntime")) == []
 
 
