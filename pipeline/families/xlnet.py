@@ -408,14 +408,14 @@ class _RelShift(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, klen: int) -> torch.Tensor:
-        ctx.shape = x.shape
+        ctx.shape, ctx.dtype = x.shape, x.dtype
         return _rel_shift(x, klen)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         # output [p, c] is row-major element i + p * (j - 1) + c of each [b, n] block of the input
         b, n, i, j = ctx.shape
-        out = grad.new_zeros(b, n, i * j)
+        out = grad.new_zeros(b, n, i * j, dtype=ctx.dtype)  # the input's dtype, whatever autocast made grad
         out[:, :, i:].view(b, n, i, j - 1)[..., :grad.shape[-1]].copy_(grad)
         return out.view(b, n, i, j), None
 
