@@ -420,34 +420,9 @@ class _RelShift(torch.autograd.Function):
         return out.view(b, n, i, j), None
 
 
-class _FastRelAttention:
-    """A replacement for one XLNetRelativeAttention.forward; other call forms go to the original."""
-
-    def __init__(self, attn: torch.nn.Module, transformer: torch.nn.Module, original: Callable):
-        self.attn, self.original = attn, original
-        h, n, d = attn.q.shape
-        with torch.no_grad():
-            self.w_qkv = torch.cat([w.reshape(h, n * d) for w in (attn.q, attn.k, attn.v)], 1).contiguous()
-            self.w_o = attn.o.reshape(h, n * d).t().contiguous()  # [n*d, h]
-            L = REL_POS_TABLE_LENGTH
-            pos = transformer.relative_positional_encoding(L, L, bsz=None)[:, 0, :]  # [2L, h]: L .. -L+1
-            self.k_rel = (pos.to(attn.r.dtype) @ attn.r.reshape(h, n * d)).contiguous()  # [2L, n*d]
-
-    def __call__(self, h, g, attn_mask_h, attn_mask_g, r, seg_mat, mems=None, target_mapping=None,
-                 output_attentions=False):
-        if g is not None or mems is not None or output_attentions:
-            return self.original(h, g, attn_mask_h, attn_mask_g, r, seg_mat, mems=mems,
-                                 target_mapping=target_mapping, output_attentions=output_attentions)
-        s, L = h.shape[0], REL_POS_TABLE_LENGTH
-        k_r = self.k_rel[L - s: L + s].reshape(2 * s, 1, self.attn.n_head, self.attn.d_head)  # batch broadcasts
-        return _content_attention(self.attn, h, self.w_qkv, self.w_o, k_r, seg_mat, attn_mask_h, _no_dropout), None
-
-
-class _TrainingRelAttention:
-    """XLNetRelativeAttention.forward for fine-tuning: the content stream in MatMul form, weights read at each
-    call so that gradients reach them, dropout where the stock code has it. Stock XLNet runs 4-D einsums, the
-    relative shift's index_select (and its scatter-add backward) and one position projection per batch row. A
-    small-preset step at 32 x 256 tokens took 3.3 s instead of 3.9 (2 cores, AVX2). Other call forms: the original."""
+class _ContentStreamForward:
+    """A replacement for one XLNetRelativeAttention.forward: the content stream without mems goes to `attend`;
+    other call forms (two-stream, mems, attention outputs) go to the original."""
 
     def __init__(self, attn: torch.nn.Module, original: Callable):
         self.attn, self.original = attn, original
@@ -457,6 +432,38 @@ class _TrainingRelAttention:
         if g is not None or mems is not None or output_attentions:
             return self.original(h, g, attn_mask_h, attn_mask_g, r, seg_mat, mems=mems,
                                  target_mapping=target_mapping, output_attentions=output_attentions)
+        return self.attend(h, r, seg_mat, attn_mask_h), None
+
+    def attend(self, h, r, seg_mat, attn_mask_h) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _FastRelAttention(_ContentStreamForward):
+    """The serving forward: weights and position keys precomputed once."""
+
+    def __init__(self, attn: torch.nn.Module, transformer: torch.nn.Module, original: Callable):
+        super().__init__(attn, original)
+        h, n, d = attn.q.shape
+        with torch.no_grad():
+            self.w_qkv = torch.cat([w.reshape(h, n * d) for w in (attn.q, attn.k, attn.v)], 1).contiguous()
+            self.w_o = attn.o.reshape(h, n * d).t().contiguous()  # [n*d, h]
+            L = REL_POS_TABLE_LENGTH
+            pos = transformer.relative_positional_encoding(L, L, bsz=None)[:, 0, :]  # [2L, h]: L .. -L+1
+            self.k_rel = (pos.to(attn.r.dtype) @ attn.r.reshape(h, n * d)).contiguous()  # [2L, n*d]
+
+    def attend(self, h, r, seg_mat, attn_mask_h) -> torch.Tensor:
+        s, L = h.shape[0], REL_POS_TABLE_LENGTH
+        k_r = self.k_rel[L - s: L + s].reshape(2 * s, 1, self.attn.n_head, self.attn.d_head)  # batch broadcasts
+        return _content_attention(self.attn, h, self.w_qkv, self.w_o, k_r, seg_mat, attn_mask_h, _no_dropout)
+
+
+class _TrainingRelAttention(_ContentStreamForward):
+    """XLNetRelativeAttention.forward for fine-tuning: the content stream in MatMul form, weights read at each
+    call so that gradients reach them, dropout where the stock code has it. Stock XLNet runs 4-D einsums, the
+    relative shift's index_select (and its scatter-add backward) and one position projection per batch row. A
+    small-preset step at 32 x 256 tokens took 3.3 s instead of 3.9 (2 cores, AVX2). Other call forms: the original."""
+
+    def attend(self, h, r, seg_mat, attn_mask_h) -> torch.Tensor:
         a = self.attn
         hidden, n, d = a.q.shape
         w_qkv = torch.cat([w.reshape(hidden, n * d) for w in (a.q, a.k, a.v)], 1)
@@ -464,7 +471,7 @@ class _TrainingRelAttention:
             r = r[:, :1]
         k_r = (r.to(a.r.dtype) @ a.r.reshape(hidden, n * d)).reshape(r.shape[0], r.shape[1], n, d)
         return _content_attention(a, h, w_qkv, a.o.reshape(hidden, n * d).t(), k_r, seg_mat, attn_mask_h,
-                                  a.dropout, _RelShift.apply), None
+                                  a.dropout, _RelShift.apply)
 
 
 def _rel_shift_bnij(x: torch.Tensor, klen: int) -> torch.Tensor:
