@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 
 from pipeline.families.base import Family, OnnxSpec
-from pipeline.family_names import UnknownFamilyError, check_family_keys, family_module_names
+from pipeline.family_names import UnknownFamilyError, check_family_keys, check_family_name, family_module_names
 
 _REGISTRY: dict[str, Family] = {}
 
@@ -25,9 +25,8 @@ def _load_all() -> None:
 
 
 def get_family(name: str) -> Family:
+    check_family_name(name)  # the module names are the registry's names (register checks)
     _load_all()
-    if name not in _REGISTRY:
-        raise UnknownFamilyError(f"unknown model family {name!r}; known families: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 
