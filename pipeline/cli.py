@@ -80,6 +80,22 @@ def seeds(family: str, params_file: str, overrides: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.argument("family")
+@click.option("--init", default=None,
+              help="the weights to probe: pretrained (finetune.init's default) | a from_pretrained folder, hub id or "
+                   "python:MODULE")
+@params_option
+@set_option
+def probe(family: str, init: str | None, params_file: str, overrides: tuple[str, ...]) -> None:
+    """Frozen-feature probe: a logistic regression on FAMILY's mean-pooled features, pretrained vs random init,
+    on train subsets (`probe.*`); minutes, where the learning curves take half an hour. Not a DVC stage."""
+    params = command_params(params_file, overrides, family)
+    from pipeline.probe import probe as run, summary_lines
+
+    click.echo(summary_lines(run(family, params, init=init)))
+
+
+@main.command()
 @params_option
 @set_option
 def baseline(params_file: str, overrides: tuple[str, ...]) -> None:

@@ -239,6 +239,18 @@ class CurvesConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """`bilm probe FAMILY` (pipeline/probe.py), not a DVC stage: a logistic regression on the frozen encoder's
+    mean-pooled features, pretrained vs random init, on nested stratified train subsets as the curves cut them."""
+
+    sizes: list[int] = field(default_factory=lambda: [100, 500])  # labelled train examples, increasing
+    include_all: bool = True  # also the whole train split
+    seeds: list[int] = field(default_factory=lambda: [42, 43, 44])  # one subset draw per seed at each size
+    # inverse L2 strength on standardised features, picked per arm, size and draw on validation macro-F1
+    c_grid: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
+
+
+@dataclass
 class ExportConfig:
     opset: int | None = None  # None: the family's OnnxSpec.opset
     atol: float | None = None  # None: the family's OnnxSpec.atol
@@ -350,6 +362,7 @@ class Params:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     curves: CurvesConfig = field(default_factory=CurvesConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.baseline import fit_selected
-from pipeline.config import ConfigError, CurvesConfig, Params
+from pipeline.config import ConfigError, CurvesConfig, Params, ProbeConfig
 from pipeline.data import read_split
 from pipeline.families import check_family_keys, get_family
 from pipeline.finetune import resolve_init, train_and_score
@@ -63,12 +63,17 @@ METRICS = ("accuracy", "f1_macro")
 ALL = "all"
 
 
+def check_grid(section: str, sizes: list[int], seeds: list[int]) -> None:
+    """A section's `sizes` and `seeds` (curves, probe), named by key: sizes positive and increasing, seeds distinct."""
+    if any(n <= 0 for n in sizes) or any(b <= a for a, b in zip(sizes, sizes[1:])):
+        raise ConfigError(f"{section}.sizes={sizes} must be positive and strictly increasing, e.g. [100, 250, 500]")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{section}.seeds={seeds} must list one or more distinct seeds, e.g. [42, 43, 44]")
+
+
 def check_config(cfg: CurvesConfig) -> None:
     """Values that cannot make a curve, named by key, before any data is read or model trained."""
-    if any(n <= 0 for n in cfg.sizes) or any(b <= a for a, b in zip(cfg.sizes, cfg.sizes[1:])):
-        raise ConfigError(f"curves.sizes={cfg.sizes} must be positive and strictly increasing, e.g. [100, 250, 500]")
-    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
-        raise ConfigError(f"curves.seeds={cfg.seeds} must list one or more distinct seeds, e.g. [42, 43, 44]")
+    check_grid("curves", cfg.sizes, cfg.seeds)
     if cfg.min_steps < 0:
         raise ConfigError(f"curves.min_steps={cfg.min_steps} must be >= 0 (0: finetune.num_train_epochs alone)")
     if cfg.reference_learning_rate is not None and not cfg.reference_learning_rate > 0:
@@ -102,13 +107,16 @@ def nested_subsets(labels: list[int], sizes: list[int], seed: int) -> list[np.nd
     return subsets
 
 
-def plan_subsets(labels: list[int], cfg: CurvesConfig) -> dict[str, np.ndarray]:
-    """{"100": indices, ..., "all": every index}; a size that is not below the train split is an error."""
+def plan_subsets(labels: list[int], cfg: CurvesConfig | ProbeConfig, seed: int | None = None,
+                 section: str = "curves") -> dict[str, np.ndarray]:
+    """{"100": indices, ..., "all": every index}, cut with `seed` (None: curves.subset_seed); a size that is not
+    below the train split is an error naming `section`.sizes."""
     too_big = [n for n in cfg.sizes if n >= len(labels)]
     if too_big:
-        raise ConfigError(f"curves.sizes {too_big} are not below the train split's {len(labels)} examples; "
-                          f"drop them (curves.include_all: true adds the whole split) or use more data")
-    subsets = dict(zip(map(str, cfg.sizes), nested_subsets(labels, cfg.sizes, cfg.subset_seed)))
+        raise ConfigError(f"{section}.sizes {too_big} are not below the train split's {len(labels)} examples; "
+                          f"drop them ({section}.include_all: true adds the whole split) or use more data")
+    seed = cfg.subset_seed if seed is None else seed
+    subsets = dict(zip(map(str, cfg.sizes), nested_subsets(labels, cfg.sizes, seed)))
     if cfg.include_all:
         subsets[ALL] = np.arange(len(labels))
     return subsets
@@ -482,21 +490,23 @@ def learning_curves(family: str, params: Params, paths: Paths = Paths()) -> dict
     return summary
 
 
+def format_difference(d: dict) -> str:
+    """A seed_paired_bootstrap result in points: "+5.5 pts [+0.9, +10.4]"."""
+    return f"{100 * d['difference']:+.1f} pts [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+
+
 def summary_line(summary: dict) -> str:
     """One line per size for the stage's output: accuracy mean ± sd per arm and the difference's CI."""
-    def diff(d: dict) -> str:
-        return f"{100 * d['difference']:+.1f} pts [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
-
     if "off" in summary:
         return f"learning curves {summary['off']}"
     lines = []
     for size, p in summary["curve"].items():
         line = (f"n={p['n']}: pretrained {p['pretrained']['accuracy']['mean']:.3f} ± "
                 f"{p['pretrained']['accuracy']['sd']:.3f}, random {p['random']['accuracy']['mean']:.3f} ± "
-                f"{p['random']['accuracy']['sd']:.3f}, diff {diff(p['difference']['accuracy'])}")
+                f"{p['random']['accuracy']['sd']:.3f}, diff {format_difference(p['difference']['accuracy'])}")
         if CHECKPOINT in p:
             line += (f", checkpoint {p[CHECKPOINT]['accuracy']['mean']:.3f} ± {p[CHECKPOINT]['accuracy']['sd']:.3f}"
-                     f" (vs random {diff(p['checkpoint_difference']['accuracy'])})")
+                     f" (vs random {format_difference(p['checkpoint_difference']['accuracy'])})")
         rates = ", ".join(f"{arm} {rate:g}" for arm, rate in p["learning_rate"].items())
         lines.append(f"{line}, tfidf {p['tfidf']['accuracy']:.3f}; rates {rates}"
                      f"{' (picked on validation)' if 'learning_rate_search' in p else ''}")

@@ -60,7 +60,7 @@ def build_classifier(family: Family, source: str | None, params: Params, paths: 
     family.apply_dropout(model, params.model)
     if source is not None and params.finetune.reinit_top_layers is not None:
         _reinit(model, family.top_modules(model, params.finetune.reinit_top_layers), params.finetune.seed)
-    _check_max_length(model.config, tokenizer, params.finetune.max_length)
+    check_max_length(model.config, tokenizer, params.finetune.max_length)
     set_training_attention(model, params.finetune)
     return model, tokenizer
 
@@ -77,7 +77,7 @@ def _reinit(model, modules: list[torch.nn.Module], seed: int) -> None:
         module.apply(model._init_weights)
 
 
-def _check_max_length(config, tokenizer, max_length: int) -> None:
+def check_max_length(config, tokenizer, max_length: int) -> None:
     """finetune.max_length must fit the model's positions; the saved tokenizer gets the model's limit."""
     positions = position_limit(config.to_dict()) or -1  # XLNet: none, relative positions
     if positions > 0 and max_length > positions:

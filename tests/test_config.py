@@ -140,7 +140,7 @@ def test_every_params_command_checks_the_params_before_importing_its_library():
     from conftest import modules_loaded
 
     commands = [["prepare"], ["baseline"], ["tokenizer", "bert"], ["pretrain", "bert"], ["finetune", "bert"],
-                ["seeds", "bert"], ["evaluate"], ["report"], ["optimize", "artifacts/onnx/bert"]]
+                ["seeds", "bert"], ["probe", "bert"], ["evaluate"], ["report"], ["optimize", "artifacts/onnx/bert"]]
     code = ("from click.testing import CliRunner\nfrom pipeline.cli import main\n"
             f"for args in {commands!r}:\n"
             "    r = CliRunner().invoke(main, [*args, '--set', 'pretrain.max_steps=many'])\n"
@@ -153,7 +153,7 @@ def test_a_misspelt_family_is_one_line_before_the_training_stack_loads():
     command imports torch or transformers (about 10 s) to say that `gpt` is no family."""
     from conftest import modules_loaded
 
-    commands = [["tokenizer", "gpt"], ["pretrain", "gpt"], ["finetune", "gpt"], ["seeds", "gpt"],
+    commands = [["tokenizer", "gpt"], ["pretrain", "gpt"], ["finetune", "gpt"], ["seeds", "gpt"], ["probe", "gpt"],
                 ["pretrain", "bert", "--set", "model.layer_norm={bret: pre}"], ["evaluate", "--set", "families=[bret]"]]
     code = ("from click.testing import CliRunner\nfrom pipeline.cli import main\n"
             f"for args in {commands!r}:\n"
