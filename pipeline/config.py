@@ -419,6 +419,10 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
         key_tp, value_tp = typing.get_args(tp)
+        for k, v in value.items():  # YAML reads {xlnet:2700} as the key "xlnet:2700" with no value
+            if v is None and isinstance(k, str) and ":" in k:
+                raise ConfigError(f"{where}: YAML read {{{k}}} as the key {k!r} with no value; put a space after "
+                                  f"the colon: {{{k.replace(':', ': ', 1)}}}")
         return {_check_value(k, key_tp, f"{where} key"): _check_value(v, value_tp, f"{where}.{k}")
                 for k, v in value.items()}
     if dataclasses.is_dataclass(tp):

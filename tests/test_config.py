@@ -82,6 +82,13 @@ def test_unknown_preset_and_bad_override(tmp_path):
     assert parse_override("a.b=3") == {"a": {"b": 3}}
 
 
+def test_a_flow_mapping_without_a_space_says_how_to_write_it():
+    """YAML reads {xlnet:2700} as the key "xlnet:2700" with no value; the error says so and shows the fix."""
+    with pytest.raises(ConfigError, match=r"pretrain.max_steps_by_family: YAML read \{xlnet:2700\} as the key "
+                                          r"'xlnet:2700' with no value; put a space after the colon: \{xlnet: 2700\}"):
+        load_params(REPO / "params.yaml", ["pretrain.max_steps_by_family={xlnet:2700}"])
+
+
 def test_missing_params_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "nope.yaml")
