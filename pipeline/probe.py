@@ -213,7 +213,8 @@ def summary_lines(summary: dict) -> str:
     for row in summary["curve"].values():
         arms = ", ".join(f"{arm} {row[arm]['accuracy']['mean']:.3f} ± {row[arm]['accuracy']['sd']:.3f}"
                          for arm in ARMS)
-        lines.append(f"n={row['n']} ({row['draws']} draws): {arms}, diff "
+        draws_text = f"{row['draws']} draw{'s' if row['draws'] > 1 else ''}"
+        lines.append(f"n={row['n']} ({draws_text}): {arms}, diff "
                      f"{format_difference(row['difference']['accuracy'])}; macro-F1 diff "
                      f"{format_difference(row['difference']['f1_macro'])}")
     lines.append(f"pretrained features pay at n={summary['pays_at']}, stop paying at n={summary['stops_paying_at']}; "

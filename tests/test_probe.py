@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from pipeline import probe
 from pipeline.config import ConfigError, ProbeConfig
 from pipeline.families import family_names
@@ -72,8 +73,8 @@ def test_bad_sources_and_sizes_stop_before_any_model_loads(workdir, tiny_params,
 
 @pytest.mark.parametrize("family", family_names())
 def test_probe_on_the_tiny_preset(family, workdir, tiny_params):
-    """A real (6-step) pretrained encoder against its random twin: every size and draw, C from the grid, one test
-    prediction per text, the summary written where the docs say, and the same numbers on a second run."""
+    """A real (6-step) pretrained encoder against its random twin: every size and draw, C from the grid, the
+    summary written where the docs say, and the same numbers from `bilm probe` in a second process."""
     from pipeline.pretrain import pretrain
 
     pretrain(family, tiny_params, workdir)
@@ -90,8 +91,12 @@ def test_probe_on_the_tiny_preset(family, workdir, tiny_params):
             assert 0 <= row[arm]["accuracy"]["mean"] <= 1
         diff = row["difference"]["accuracy"]
         assert diff["ci_low"] <= diff["difference"] <= diff["ci_high"]
-    assert probe.probe(family, tiny_params, workdir)["curve"] == summary["curve"]  # deterministic
-    assert f"{family} probe of" in probe.summary_lines(summary)
+    # the command, in a fresh process: the same numbers (deterministic), its lines and where it wrote them
+    proc = run_cli("probe", family, "--set", "preset=tiny", env={"BILM_ARTIFACTS": str(workdir.root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((workdir.metrics("probe") / f"{family}.json").read_text())["curve"] == saved["curve"]
+    assert f"{family} probe of" in proc.stdout and f"n={train} (1 draw):" in proc.stdout
+    assert f"written to {workdir.metrics('probe') / f'{family}.json'}" in proc.stdout
 
 
 def test_the_random_twin_has_the_checkpoints_config_and_fresh_weights(workdir, tiny_params):
