@@ -391,6 +391,14 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
+def _check_flow_keys(value: dict, where: str) -> None:
+    """YAML reads {xlnet:2700} (no space after the colon) as the key "xlnet:2700" with no value: say so."""
+    for k, v in value.items():
+        if v is None and isinstance(k, str) and ":" in k:
+            raise ConfigError(f"{where}: YAML read {{{k}}} as the key {k!r} with no value; put a space after "
+                              f"the colon: {{{k.replace(':', ': ', 1)}}}")
+
+
 def _check_value(value: Any, tp: Any, where: str) -> Any:
     """Return `value` converted to `tp`, or raise ConfigError naming `where`."""
     origin = typing.get_origin(tp)
@@ -419,10 +427,7 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
         key_tp, value_tp = typing.get_args(tp)
-        for k, v in value.items():  # YAML reads {xlnet:2700} as the key "xlnet:2700" with no value
-            if v is None and isinstance(k, str) and ":" in k:
-                raise ConfigError(f"{where}: YAML read {{{k}}} as the key {k!r} with no value; put a space after "
-                                  f"the colon: {{{k.replace(':', ': ', 1)}}}")
+        _check_flow_keys(value, where)
         return {_check_value(k, key_tp, f"{where} key"): _check_value(v, value_tp, f"{where}.{k}")
                 for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
@@ -441,6 +446,7 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
 
 def build(cls: type, values: dict[str, Any], where: str = "") -> Any:
     """Build dataclass `cls` from `values`; unknown keys and wrong types are errors."""
+    _check_flow_keys(values, where or "params")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))

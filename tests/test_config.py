@@ -83,10 +83,14 @@ def test_unknown_preset_and_bad_override(tmp_path):
 
 
 def test_a_flow_mapping_without_a_space_says_how_to_write_it():
-    """YAML reads {xlnet:2700} as the key "xlnet:2700" with no value; the error says so and shows the fix."""
+    """YAML reads {xlnet:2700} as the key "xlnet:2700" with no value; the error says so and shows the fix, in a
+    family-keyed mapping and in a whole section alike."""
     with pytest.raises(ConfigError, match=r"pretrain.max_steps_by_family: YAML read \{xlnet:2700\} as the key "
                                           r"'xlnet:2700' with no value; put a space after the colon: \{xlnet: 2700\}"):
         load_params(REPO / "params.yaml", ["pretrain.max_steps_by_family={xlnet:2700}"])
+    with pytest.raises(ConfigError, match=r"pretrain: YAML read \{max_steps:10\} as the key 'max_steps:10' with no "
+                                          r"value; put a space after the colon: \{max_steps: 10\}"):
+        load_params(REPO / "params.yaml", ["pretrain={max_steps:10}"])
 
 
 def test_missing_params_file(tmp_path):
