@@ -90,11 +90,9 @@ def probe(family: str, init: str | None, params_file: str, overrides: tuple[str,
     """Frozen-feature probe: a logistic regression on FAMILY's mean-pooled features, pretrained vs random init,
     on train subsets (`probe.*`); minutes, where the learning curves take half an hour. Not a DVC stage."""
     params = command_params(params_file, overrides, family)
-    from pipeline.paths import Paths
     from pipeline.probe import probe as run, summary_lines
 
     click.echo(summary_lines(run(family, params, init=init)))
-    click.echo(f"written to {Paths().metrics('probe') / f'{family}.json'}")
 
 
 @main.command()

@@ -107,15 +107,14 @@ def nested_subsets(labels: list[int], sizes: list[int], seed: int) -> list[np.nd
     return subsets
 
 
-def plan_subsets(labels: list[int], cfg: CurvesConfig | ProbeConfig, seed: int | None = None,
+def plan_subsets(labels: list[int], cfg: CurvesConfig | ProbeConfig, seed: int,
                  section: str = "curves") -> dict[str, np.ndarray]:
-    """{"100": indices, ..., "all": every index}, cut with `seed` (None: curves.subset_seed); a size that is not
-    below the train split is an error naming `section`.sizes."""
+    """{"100": indices, ..., "all": every index}, cut with `seed`; a size that is not below the train split is an
+    error naming `section`.sizes."""
     too_big = [n for n in cfg.sizes if n >= len(labels)]
     if too_big:
         raise ConfigError(f"{section}.sizes {too_big} are not below the train split's {len(labels)} examples; "
                           f"drop them ({section}.include_all: true adds the whole split) or use more data")
-    seed = cfg.subset_seed if seed is None else seed
     subsets = dict(zip(map(str, cfg.sizes), nested_subsets(labels, cfg.sizes, seed)))
     if cfg.include_all:
         subsets[ALL] = np.arange(len(labels))
@@ -220,7 +219,7 @@ def load_inputs(family: str, params: Params, paths: Paths) -> Inputs:
         # a folder by its bytes; a hub id (not on disk) by its name
         digests[CHECKPOINT] = (_digest(Path(reference)) if Path(reference).is_dir() else reference) + data_digest
     return Inputs(family, train, read_split("validation", paths), read_split("test", paths), id2label,
-                  plan_subsets(train[1], params.curves), sources, digests)
+                  plan_subsets(train[1], params.curves, params.curves.subset_seed), sources, digests)
 
 
 def arm_learning_rate(arm: str, params: Params) -> float:

@@ -27,17 +27,19 @@ from pipeline.training import (LiveCallback, drop_checkpoints, prepare_checkpoin
 log = logging.getLogger(__name__)
 
 
-def resolve_init(init: str, family: Family, paths: Paths) -> str | None:
-    """The from_pretrained source for `finetune.init` (None for random init), checked before any work."""
+def resolve_init(init: str, family: Family, paths: Paths, key: str = "finetune.init",
+                 otherwise: str = "set finetune.init to random or a path") -> str | None:
+    """The from_pretrained source for `init`, the value of `key` (None for random init), checked before any work;
+    `otherwise`: the other fix the error names when the pretrained folder is missing."""
     if init == "random":
         return None
     if init == "pretrained":
         source = paths.pretrained(family.name)
         if not (source / "config.json").exists():
-            raise ConfigError(f"finetune.init=pretrained but {source} holds no pretrained model; run "
-                              f"`dvc repro pretrain@{family.name}` first, or set finetune.init to random or a path")
+            raise ConfigError(f"{key}=pretrained but {source} holds no pretrained model; run "
+                              f"`dvc repro pretrain@{family.name}` first, or {otherwise}")
         return str(source)
-    return resolve_checkpoint(init, family, "finetune.init", "`pretrained` or `random`")
+    return resolve_checkpoint(init, family, key, "`pretrained` or `random`")
 
 
 def build_classifier(family: Family, source: str | None, params: Params, paths: Paths, label2id: dict):

@@ -155,11 +155,7 @@ def summarize(results: dict[str, dict], subsets: dict[str, list[np.ndarray]], go
 
 def resolve_source(family: Family, init: str, paths: Paths) -> str:
     """The from_pretrained source of the weights to probe; random init is no source, an error before any work."""
-    folder = paths.pretrained(family.name)
-    if init == "pretrained" and not (folder / "config.json").exists():
-        raise ConfigError(f"{folder} holds no pretrained model to probe; run `dvc repro pretrain@{family.name}` "
-                          f"first, or pass --init a checkpoint folder, hub id or python:MODULE")
-    source = resolve_init(init, family, paths)
+    source = resolve_init(init, family, paths, "--init", "pass --init a checkpoint folder, hub id or python:MODULE")
     if source is None:
         raise ConfigError(f"the probe compares pretrained weights with random ones, but the source is {init!r}; "
                           f"pass --init pretrained (the default) or a checkpoint folder, hub id or python:MODULE")
@@ -196,14 +192,14 @@ def probe(family_name: str, params: Params, paths: Paths = Paths(), init: str | 
     tokenizer, encoders = load_encoders(family, source, params)
     results, seconds = probe_encoders(encoders, tokenizer, splits, subsets, id2label, params, progress)
     curve = summarize(results, subsets, splits["test"][1], id2label, params)
-    ev = params.evaluate
+    ev, out = params.evaluate, paths.metrics("probe") / f"{family_name}.json"
     summary = {"family": family_name, "source": source, "init": init, "pooling": "mean", "metric": "accuracy",
                **where_pretraining_pays(curve, "accuracy"), "f1_macro": where_pretraining_pays(curve, "f1_macro"),
                "seeds": list(params.probe.seeds), "class_weighted": params.finetune.class_weighted_loss,
                "feature_seconds": seconds, "train_size": len(splits["train"][1]), "test_size": len(splits["test"][1]),
                "bootstrap": {"samples": ev.bootstrap_samples, "confidence": ev.confidence, "seed": ev.seed},
-               "curve": curve}
-    write_json(paths.metrics("probe") / f"{family_name}.json", summary)
+               "curve": curve, "output": str(out)}
+    write_json(out, summary)
     return summary
 
 
@@ -219,4 +215,5 @@ def summary_lines(summary: dict) -> str:
                      f"{format_difference(row['difference']['f1_macro'])}")
     lines.append(f"pretrained features pay at n={summary['pays_at']}, stop paying at n={summary['stops_paying_at']}; "
                  f"features took {summary['feature_seconds']} s")
+    lines.append(f"written to {summary['output']}")
     return "\n".join(lines)

@@ -41,11 +41,11 @@ def test_every_class_keeps_at_least_one_example():
 
 def test_plan_adds_all_and_refuses_sizes_at_or_above_the_train_split():
     labels = [0, 1] * 50
-    plan = curves.plan_subsets(labels, CurvesConfig(sizes=[10, 40], include_all=True))
+    plan = curves.plan_subsets(labels, CurvesConfig(sizes=[10, 40], include_all=True), 42)
     assert list(plan) == ["10", "40", "all"] and len(plan["all"]) == 100
-    assert list(curves.plan_subsets(labels, CurvesConfig(sizes=[10], include_all=False))) == ["10"]
+    assert list(curves.plan_subsets(labels, CurvesConfig(sizes=[10], include_all=False), 42)) == ["10"]
     with pytest.raises(ConfigError, match=r"curves.sizes \[100\] are not below the train split's 100"):
-        curves.plan_subsets(labels, CurvesConfig(sizes=[10, 100]))
+        curves.plan_subsets(labels, CurvesConfig(sizes=[10, 100]), 42)
 
 
 @pytest.mark.parametrize("values, message", [
@@ -211,7 +211,8 @@ def _fake_family(paths, family, params, accuracy_by_arm, rng, gold):
     labels = [0, 1] * 100
     sources = {arm: f"/models/{arm}" for arm in accuracy_by_arm}
     inputs = curves.Inputs(family, ([f"t{i}" for i in range(200)], labels), ([], []), ([""] * 300, gold),
-                           {0: "great", 1: "other"}, curves.plan_subsets(labels, params.curves), sources, {})
+                           {0: "great", 1: "other"},
+                           curves.plan_subsets(labels, params.curves, params.curves.subset_seed), sources, {})
 
     def run(arm):
         return {"predicted": [int(g if rng.random() < accuracy_by_arm[arm] else 1 - g) for g in gold],
@@ -361,7 +362,7 @@ def test_rate_search_picks_each_arms_rate_on_validation_and_its_other_seeds_trai
     params = _with(tiny_params, sizes=[20], seeds=[1, 2, 3], include_all=False, learning_rates=[1e-4, 2e-4, 4e-4])
     labels, gold = [0, 1] * 50, [0, 1] * 150
     inputs = curves.Inputs("bert", ([f"t{i}" for i in range(100)], labels), ([], []), ([""] * 300, gold),
-                           {0: "great", 1: "other"}, curves.plan_subsets(labels, params.curves),
+                           {0: "great", 1: "other"}, curves.plan_subsets(labels, params.curves, params.curves.subset_seed),
                            {"pretrained": "/models/pretrained", "random": None}, {})
     best = {"pretrained": 2e-4, "random": 4e-4}
     trained = []

@@ -61,7 +61,7 @@ def test_bad_probe_params_are_errors_naming_the_key(values, message):
 
 def test_bad_sources_and_sizes_stop_before_any_model_loads(workdir, tiny_params, monkeypatch):
     monkeypatch.setattr(probe, "load_encoders", lambda *a: pytest.fail("loaded a model"))
-    with pytest.raises(ConfigError, match="holds no pretrained model"):
+    with pytest.raises(ConfigError, match="holds no pretrained model; .* or pass --init a checkpoint folder"):
         probe.probe("bert", tiny_params, workdir)
     with pytest.raises(ConfigError, match="compares pretrained weights with random ones"):
         probe.probe("bert", tiny_params, workdir, init="random")
