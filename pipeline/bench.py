@@ -102,7 +102,7 @@ def _ort_matmul(k: int, n: int | None, threads: int, int8: bool, workdir: Path):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         quantize_dynamic(str(path), str(path), weight_type=QuantType.QInt8)
-    return ort.InferenceSession(str(path), session_options(threads, spinning=False), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 class Ceilings:
@@ -395,7 +395,7 @@ def ort_profilers(target: Target, settings: BenchSettings, workdir: Path) -> dic
     out = {}
     for v in ORT_VARIANTS:
         folder = target.onnx_dir if v == "fp32" else target.onnx_dir.with_name(f"{target.onnx_dir.name}-{v}")
-        options = session_options(settings.threads, spinning=False)
+        options = session_options(settings.threads)
         options.enable_profiling = True
         options.profile_file_prefix = str(workdir / f"profile-{target.family}-{v}")
         out[f"ort-{v}"] = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
@@ -529,16 +529,7 @@ def bench_texts(paths: Paths, n: int) -> list[str]:
     return _corpus_texts(2000 + n)[2000:]
 
 
-def passive_waits() -> None:
-    """Both runtimes share the cores in one process, and each one's spinning idle threads starve the other's
-    workers (PyTorch eager at 8x128 ran 20x slower beside spinning pools on a loaded 2-core machine): ORT
-    sessions here do not spin, and OpenMP (PyTorch's pool) must be told before torch loads."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def run_bench(settings: BenchSettings, out: Path | None = None, paths: Paths | None = None) -> Path:
-    passive_waits()
     paths = paths or Paths()
     paths.bench.mkdir(parents=True, exist_ok=True)
     texts = bench_texts(paths, max(settings.real_texts, CELL_TEXTS))  # the first real_texts for the real rows

@@ -111,8 +111,9 @@ def ort_backend(family: str, name: str, folder: Path, provider: str, cfg: Evalua
     elif not (folder / "model.onnx").is_file():
         backend.skip = f"folder missing: {folder} (run `dvc repro {stage}`)"
     else:
-        # no spinning: the family's backends are timed in turn in this process, and ORT's spinning idle threads
-        # starved PyTorch's next call (eager at 1 x 32 then ran 50x slower than ORT instead of 3x)
+        # no spinning: the family's ORT sessions are timed in turn in this process, and each one's spinning pool
+        # outlives a settling call of the next (BERT small int8 at 1 x 128: 5.4 ms beside two spinning sessions,
+        # 1.5 ms without). PyTorch keeps OpenMP's default: runtime.timing.SETTLE_S
         backend.load = lambda: OrtPredictor(folder, provider=provider, threads=cfg.threads, spinning=False)
     return backend
 
@@ -236,7 +237,9 @@ def latency_real(predictors: dict[str, Predictor], encoded: dict[str, list[Encod
         for _ in range(cfg.latency_warmup):
             p.predict_logits(singles[k][0])
     calls = {k: (lambda p=p, it=iter(singles[k]): p.predict_logits(next(it))) for k, p in predictors.items()}
-    one = _ms(interleaved(calls, n, 0, {k: p.clock for k, p in predictors.items()}, cfg.latency_budget_s))
+    settlers = {k: (lambda p=p, first=singles[k][0]: p.predict_logits(first)) for k, p in predictors.items()}
+    one = _ms(interleaved(calls, n, 0, {k: p.clock for k, p in predictors.items()}, cfg.latency_budget_s,
+                          settlers=settlers))
     passes = {k: real_batches(p, encoded[k][: cfg.throughput_texts], cfg.batch_size) for k, p in predictors.items()}
     full = _ms(time_feeds(predictors, passes, cfg.throughput_rounds, 1))
     out = {}

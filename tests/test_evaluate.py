@@ -127,10 +127,14 @@ def test_a_backend_row_has_quality_agreement_inputs_and_latency(onnx_dir, texts)
     assert set(capped["m"]["fixed"]) == {"8"}  # beyond the model's maximum length: not measured
 
 
-def test_backends_are_timed_interleaved_within_their_limits(model_dir, onnx_dir, texts):
-    """Every series times the backends in turn (same texts, same number of calls), and an engine profile's
-    max batch / max length keeps a backend out of the cells beyond it, not the others."""
+def test_backends_are_timed_interleaved_within_their_limits(model_dir, onnx_dir, texts, monkeypatch):
+    """Every series times the backends in turn (same texts, same number of calls), each timed call after a
+    settling call of its own backend (on the first text), and an engine profile's max batch / max length keeps a
+    backend out of the cells beyond it, not the others."""
+    from pipeline.runtime import timing
     from pipeline.runtime.torch_backend import TorchPredictor
+
+    monkeypatch.setattr(timing, "SETTLE_S", 1e9)  # every call settles, however slow the machine
 
     seen = []
     ort_predictor = OrtPredictor(onnx_dir)
@@ -143,8 +147,10 @@ def test_backends_are_timed_interleaved_within_their_limits(model_dir, onnx_dir,
     out = measure_latency({"torch": torch_predictor, "ort": ort_predictor}, {"torch": (None, None), "ort": (8, 1)},
                           texts[:10], cfg)
     assert out["torch"]["real"]["calls"] == out["ort"]["real"]["calls"] == 6
-    assert [who for who, _ in seen[:12]] == ["torch", "ort"] * 6  # batch 1 over real texts: text by text
-    assert [seen[i][1] == seen[i + 1][1] for i in range(0, 12, 2)] == [True] * 6  # the same text through both
+    assert [who for who, _ in seen[:24]] == ["torch", "torch", "ort", "ort"] * 6  # batch 1: text by text
+    timed, settling = seen[1:24:2], seen[0:24:2]
+    assert [timed[i][1] == timed[i + 1][1] for i in range(0, 12, 2)] == [True] * 6  # the same text through both
+    assert {shape for _, shape in settling} == {seen[0][1]}  # settling calls rerun the first text
     assert set(out["torch"]["fixed"]) == {"8", "32"} and set(out["ort"]["fixed"]) == {"8"}  # its max length 8
     assert set(out["torch"]["fixed"]["8"]["batches"]) == {"1", "4"}
     assert set(out["ort"]["fixed"]["8"]["batches"]) == {"1"}  # its max batch 1
@@ -163,11 +169,25 @@ def test_interleaved_timing_takes_turns_and_stops_at_its_budget():
     order = []
     calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
     clocks = {"a": lambda fn: fn() or 0.1, "b": lambda fn: fn() or 1.0}  # b takes 1 s a call, a 0.1 s
-    times = interleaved(calls, rounds=10, warmup=2, clocks=clocks, budget_s=2.5)
+    times = interleaved(calls, rounds=10, warmup=2, clocks=clocks, budget_s=2.5, settle_s=0)
     assert order[:4] == ["a", "a", "b", "b"]  # warm-up calls first, untimed
     assert order[4:] == ["a", "b"] * 3  # after 3 rounds b has spent 3 s > 2.5 s: stop
     assert times == {"a": [0.1] * 3, "b": [1.0] * 3}
-    assert len(interleaved(calls, rounds=4, warmup=0, clocks=clocks)["a"]) == 4  # no budget: every round
+    assert len(interleaved(calls, rounds=4, warmup=0, clocks=clocks, settle_s=0)["a"]) == 4  # no budget: all
+
+
+def test_short_calls_settle_before_each_timed_call():
+    """A backend whose calls are short runs one untimed call of its own before each timed one (the previous
+    backend's idle threads may still spin); a long one does not, after its first round."""
+    from pipeline.runtime.timing import interleaved
+
+    order = []
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    settlers = {"a": lambda: order.append("a-settle")}
+    clocks = {"a": lambda fn: fn() or 0.01, "b": lambda fn: fn() or 1.0}
+    times = interleaved(calls, rounds=3, warmup=0, clocks=clocks, settle_s=0.25, settlers=settlers)
+    assert order == ["a-settle", "a", "b", "b"] + ["a-settle", "a", "b"] * 2
+    assert times == {"a": [0.01] * 3, "b": [1.0] * 3}
 
 
 def test_evaluate_and_bench_time_the_same_feeds_the_same_way():

@@ -30,20 +30,40 @@ def time_calls(fn: Callable[[], Any], iterations: int, warmup: int = 1, budget_s
     return times
 
 
+# A call shorter than this gets one untimed call of its own backend first, in every round: after a call, the
+# runtime that made it keeps its idle threads spinning for a while (OpenMP in PyTorch), and on 2 cores the next
+# backend's first call then runs beside them (ORT's first call after PyTorch's ran up to 12% slower). PyTorch
+# keeps OpenMP's default wait policy, as a PyTorch server runs: OMP_WAIT_POLICY=PASSIVE
+# slowed eager by 17-48% at BERT small's 1 x 32 to 8 x 128 cells and 10% on real texts (2-core AMX Xeon,
+# 2026-12-02), which flattered ONNX Runtime. ORT sessions timed this way run without spinning (evaluate, bench):
+# several spinning pools outlast any settling call.
+SETTLE_S = 0.25
+
+
 def interleaved(calls: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
                 clocks: dict[str, Clock] | None = None, budget_s: float | None = None,
-                min_rounds: int = 3) -> dict[str, list[float]]:
+                min_rounds: int = 3, settle_s: float | None = None,
+                settlers: dict[str, Callable[[], Any]] | None = None) -> dict[str, list[float]]:
     """Seconds per call of each backend over at most `rounds` rounds, each round timing every backend once in
     turn, after `warmup` untimed calls each: a shared machine's speed drifts by tens of percent over minutes,
-    and interleaving makes the drift hit every backend alike, so ratios within one run hold. With `budget_s`,
-    stop after a round once the slowest backend has spent that many seconds (after at least `min_rounds`)."""
-    clocks = clocks or {}
-    for fn in calls.values():
-        time_calls(fn, 0, warmup)
+    and interleaving makes the drift hit every backend alike, so ratios within one run hold. Where a backend's
+    latest call took under `settle_s` (None: SETTLE_S), it first makes one untimed settling call
+    (`settlers[name]`, else the call itself). With `budget_s`, stop after a round once the slowest backend has
+    spent that many seconds (after at least `min_rounds`)."""
+    clocks, settlers = clocks or {}, {**calls, **(settlers or {})}
+    settle_s = SETTLE_S if settle_s is None else settle_s
+    last = dict.fromkeys(calls, 0.0)  # seconds of each backend's latest call, the last warm-up's at first
+    for name, fn in calls.items():
+        time_calls(fn, 0, warmup - 1)
+        if warmup:
+            last[name] = clocks.get(name, wall_seconds)(fn)
     times: dict[str, list[float]] = {name: [] for name in calls}
     for done in range(1, rounds + 1):
         for name, fn in calls.items():
+            if last[name] < settle_s:
+                settlers[name]()
             times[name] += time_calls(fn, 1, 0, clock=clocks.get(name, wall_seconds))
+            last[name] = times[name][-1]
         if budget_s is not None and done >= min_rounds and max(map(sum, times.values())) > budget_s:
             break
     return times
