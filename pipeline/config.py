@@ -163,7 +163,7 @@ class PretrainConfig(TrainConfig):
     # with SDPA: 29.8%)
     max_steps: int = 2700
     # per-family step counts. XLNet: 1,500 steps take BERT's 2,700 steps' wall clock on a 2-core AMX Xeon under
-    # bf16 (339 s against 325 s; XLNet's two-stream steps cost 1.8x BERT's there, 2.8x on 2-core EPYCs). At 600
+    # bf16 (339 s against 325 s; XLNet's two-stream steps cost 1.8x BERT's there, 2.8-4x on 2-core EPYCs). At 600
     # its frozen features were random init's; at 1,500 a probe puts them 4-7 points ahead (README, Pretraining)
     max_steps_by_family: dict[str, int] = by_family({"xlnet": 1500})
     max_seq_length: int = 128  # packed block length; must be even for PLM
