@@ -32,7 +32,7 @@ def time_calls(fn: Callable[[], Any], iterations: int, warmup: int = 1, budget_s
 
 # A call shorter than this gets one untimed call of its own backend first, in every round: after a call, the
 # runtime that made it keeps its idle threads spinning for a while (OpenMP in PyTorch), and on 2 cores the next
-# backend's first call then runs beside them (ORT's first call after PyTorch's ran up to 12% slower). PyTorch
+# backend's first call then runs beside them (ORT's first call after PyTorch's ran up to 17% slower). PyTorch
 # keeps OpenMP's default wait policy, as a PyTorch server runs: OMP_WAIT_POLICY=PASSIVE
 # slowed eager by 17-48% at BERT small's 1 x 32 to 8 x 128 cells and 10% on real texts (2-core AMX Xeon,
 # 2026-12-02), which flattered ONNX Runtime. ORT sessions timed this way run without spinning (evaluate, bench):
