@@ -286,7 +286,7 @@ def cpu_backends(target: Target, threads: int, max_batch_tokens: int) -> dict[st
         # mmap (glibc maps blocks over 32 MB) whose pages fault in zeroed on each call, which made BERT small's
         # ORT rows lose to eager at 8 x 512 and 64 x 512 (0.72-0.86x). The sessions share one arena, and
         # time_cells releases it after each cell: an arena each held three peaks at once (20 GB at XLNet 64 x 512).
-        out[f"ort-{v}"] = OrtPredictor(folder, threads=threads, spinning=False, max_batch_tokens=max_batch_tokens)
+        out[f"ort-{v}"] = OrtPredictor(folder, threads=threads, spinning="run", max_batch_tokens=max_batch_tokens)
     return out
 
 
@@ -391,15 +391,17 @@ def ort_profilers(target: Target, settings: BenchSettings, workdir: Path) -> dic
     at 23.4 GB (of 23) with arena-less profilers run before the release."""
     import onnxruntime as ort
 
+    from pipeline.runtime.graph_info import disabled_optimizers
     from pipeline.runtime.ort import session_options
 
     out = {}
     for v in ORT_VARIANTS:
         folder = target.onnx_dir if v == "fp32" else target.onnx_dir.with_name(f"{target.onnx_dir.name}-{v}")
-        options = session_options(settings.threads, spinning=False)  # as the timed predictors run
+        options = session_options(settings.threads, spinning="run")  # as the timed predictors run
         options.enable_profiling = True
         options.profile_file_prefix = str(workdir / f"profile-{target.family}-{v}")
-        out[f"ort-{v}"] = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        out[f"ort-{v}"] = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"],
+                                               disabled_optimizers=disabled_optimizers(folder) or None)
     return out
 
 
@@ -460,7 +462,7 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu_model(), "isa_flags": [f for f in ISA_FLAGS if f in flags], "cpu_count": os.cpu_count(),
             "platform": platform.platform(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "ort_spinning": False,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "ort_spinning": "run",
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "transformers": transformers.__version__, "onnx": onnx.__version__,
                          "onnxruntime": ort.__version__}}

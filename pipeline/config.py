@@ -36,6 +36,7 @@ Typing = Literal["auto", "weak", "strong"]
 Quantizer = Literal["auto", "ort", "modelopt"]
 Analyzer = Literal["auto", "word", "char", "char_wb", "union"]
 LayerNorm = Literal["post", "pre"]
+SkipLayerNorm = Literal["split", "fused"]
 Attention = Literal["auto", "eager", "sdpa"]
 PositionInit = Literal["random", "sinusoidal"]
 # transformers' SchedulerType values that need no extra arguments, and warmup_stable_decay (its decay length
@@ -271,6 +272,9 @@ class OptimizeConfig:
     calibration_batch_size: int = 8
     gate_batch_size: int = 32
     max_gate_samples: int | None = None  # None: the whole validation split
+    # the fused graph's SkipLayerNormalization nodes: "split" into Add + LayerNormalization for the CPU variants
+    # (ORT's CPU SkipLayerNormalization kernel is the slower form; pipeline/export/optimize.py has the figures)
+    skip_layer_norm: SkipLayerNorm = "split"
 
 
 @dataclass

@@ -111,10 +111,10 @@ def ort_backend(family: str, name: str, folder: Path, provider: str, cfg: Evalua
     elif not (folder / "model.onnx").is_file():
         backend.skip = f"folder missing: {folder} (run `dvc repro {stage}`)"
     else:
-        # no spinning: the family's ORT sessions are timed in turn in this process, and each one's spinning pool
-        # outlives a settling call of the next (BERT small int8 at 1 x 128: 5.4 ms beside two spinning sessions,
-        # 1.5 ms without). PyTorch keeps OpenMP's default: runtime.timing.SETTLE_S
-        backend.load = lambda: OrtPredictor(folder, provider=provider, threads=cfg.threads, spinning=False)
+        # spinning only while a run lasts: the family's ORT sessions are timed in turn in this process, and a pool
+        # that kept spinning after its run would slow the next one (BERT small int8 at 1 x 128: 5.4 ms beside two
+        # spinning sessions, 1.5 ms without). PyTorch keeps OpenMP's default: runtime.timing.SETTLE_S
+        backend.load = lambda: OrtPredictor(folder, provider=provider, threads=cfg.threads, spinning="run")
     return backend
 
 

@@ -112,6 +112,35 @@ def test_xlnet_patches_keep_numbers_and_restore(xlnet_model_dir, texts):
     assert torch.allclose(expected, patched, atol=1e-6, rtol=0)
 
 
+def test_bert_export_masks_keys_with_one_row_per_text(bert_model_dir, bert_onnx_dir, texts):
+    """The BERT export patch: the same logits with padded rows, transformers' mask builder restored on exit, and
+    the graph's padding mask a [batch, 1, 1, keys] row (not transformers 5's [batch, 1, queries, keys] square)."""
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(bert_model_dir).eval()
+    module = sys.modules[type(model.base_model).__module__]
+    stock = module.create_bidirectional_mask
+    enc = AutoTokenizer.from_pretrained(bert_model_dir)(texts[:4], padding=True, truncation=True, max_length=64,
+                                                        return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**enc).logits
+        with get_family("bert").export_patches(model):
+            assert module.create_bidirectional_mask is not stock
+            patched = model(**enc).logits
+    assert module.create_bidirectional_mask is stock
+    assert torch.allclose(expected, patched, atol=1e-6, rtol=0)
+    graph = onnx.load(str(bert_onnx_dir / "model.onnx"))
+    added = {name for n in graph.graph.node if n.op_type == "Add" for name in n.input}
+    wheres = [n.output[0] for n in graph.graph.node if n.op_type == "Where" and n.output[0] in added]
+    assert len(wheres) == 1, wheres  # the mask added to the scores, built once for every layer
+    graph.graph.output.append(helper.make_tensor_value_info(wheres[0], TensorProto.FLOAT, None))
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = {k: v.numpy().astype(np.int64) for k, v in enc.items() if k in {i.name for i in session.get_inputs()}}
+    assert session.run([wheres[0]], feed)[0].shape == (4, 1, 1, enc["input_ids"].shape[1])
+
+
 def test_stock_xlnet_export_fails_the_tensorrt_lint(xlnet_model_dir, tmp_path):
     """Without the patches the graph has EyeLike on a dynamic shape, Einsum and OneHot."""
     model, tokenizer = _load_xlnet(xlnet_model_dir)
@@ -263,7 +292,9 @@ def test_pre_layer_norm_bert_exports_with_parity_and_fuses_its_attention(tmp_pat
     optimize_onnx(tmp_path / "onnx", ["fused"], OptimizeConfig(max_f1_drop=100.0), gate,
                   out_dir_of=lambda name: tmp_path / name)
     fused = {n.op_type for n in onnx.load(str(tmp_path / "fused" / "model.onnx")).graph.node}
-    assert {"Attention", "SkipLayerNormalization", "BiasGelu"} <= fused, fused
+    assert {"Attention", "BiasGelu"} <= fused, fused
+    fuse = json.loads((tmp_path / "fused" / "export.json").read_text())["variant"]["steps"][0]
+    assert fuse["skip_layer_norm"]["split"] == fuse["fused_ops"]["SkipLayerNormalization"] > 0, fuse
 
 
 def test_export_quiets_the_exporters_info_chatter_and_restores_levels(caplog):

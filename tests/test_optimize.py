@@ -12,8 +12,9 @@ from export_fixtures import LABELS, bert_onnx_dir, family_name, onnx_dir, review
 from pipeline.config import ModelConfig, OptimizeConfig, TokenizerConfig
 from pipeline.export.calibration import CalibrationError, TextCalibrationReader
 from pipeline.export.optimize import (GateData, GateError, OptimizeError, check_gate, gate_record, load_source,
-                                      optimize_onnx, predict_ids)
+                                      optimize_onnx, predict_ids, split_skip_layer_norms)
 from pipeline.runtime import OrtPredictor
+from pipeline.runtime.graph_info import disabled_optimizers
 
 LABEL2ID = {v: k for k, v in LABELS.items()}
 
@@ -62,7 +63,12 @@ def test_each_variant_keeps_the_folder_contract_and_loads(variants, onnx_dir, ga
 
 def test_fused_graphs_carry_the_fusions(variants, family_name, onnx_dir):
     fused = _ops(variants["fused"])
-    assert {"SkipLayerNormalization", "BiasGelu"} <= fused, fused
+    assert "BiasGelu" in fused, fused
+    # ORT's SkipLayerNormalizations, split again into Add + LayerNormalization (optimize.skip_layer_norm)
+    fuse = json.loads((variants["fused"] / "export.json").read_text())["variant"]["steps"][0]
+    assert fuse["fused_ops"]["SkipLayerNormalization"] > 0, fuse
+    assert fuse["skip_layer_norm"] == {"mode": "split", "split": fuse["fused_ops"]["SkipLayerNormalization"]}
+    assert "SkipLayerNormalization" not in fused and "LayerNormalization" in fused, fused
     if family_name == "bert":
         assert "Attention" in fused, fused
         # post-LN BERT's embeddings fuse too; pre-LN's (RobertaPreLayerNorm) compute position ids with a CumSum
@@ -73,6 +79,66 @@ def test_fused_graphs_carry_the_fusions(variants, family_name, onnx_dir):
     else:  # relative attention is not ORT's Attention op; its projections and FFN fuse
         assert "Attention" not in fused
     assert "MatMulInteger" in _ops(variants["int8"]) or "DynamicQuantizeMatMul" in _ops(variants["int8"])
+
+
+def _skip_layer_norm_graph() -> onnx.ModelProto:
+    """Two SkipLayerNormalizations on [2, 3, 8]: the first with a bias and its sum output used, the second with
+    its mean output used (which an Add + LayerNormalization cannot give)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=8).astype(np.float32), name)
+               for name in ("gamma", "beta", "bias")]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3, 8]) for n in ("x", "skip", "out", "sum", "out2")]
+    nodes = [helper.make_node("SkipLayerNormalization", ["x", "skip", "gamma", "beta", "bias"], ["out", "", "", "sum"],
+                              domain="com.microsoft", name="sln1", epsilon=1e-5),
+             helper.make_node("SkipLayerNormalization", ["out", "x", "gamma"], ["out2", "mean"],
+                              domain="com.microsoft", name="sln2", epsilon=1e-5),
+             helper.make_node("Identity", ["mean"], ["mean_out"])]
+    mean = helper.make_tensor_value_info("mean_out", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", io[:2], io[2:] + [mean], initializer=weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+
+
+def test_split_skip_layer_norm_gives_the_same_outputs():
+    import numpy as np
+    import onnxruntime as ort
+
+    model = _skip_layer_norm_graph()
+    rng = np.random.default_rng(1)
+    feed = {"x": rng.normal(size=(2, 3, 8)).astype(np.float32), "skip": rng.normal(size=(2, 3, 8)).astype(np.float32)}
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    assert split_skip_layer_norms(model) == 1  # the second's mean output is used: it stays
+    ops = [n.op_type for n in model.graph.node]
+    assert ops == ["Add", "Add", "LayerNormalization", "SkipLayerNormalization", "Identity"], ops
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=["SkipLayerNormFusion"]).run(None, feed)
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_cpu_variants_ask_cpu_sessions_to_keep_the_split(variants, monkeypatch):
+    """The fused graph and the INT8 graph made from it name ORT's SkipLayerNormFusion for CPU sessions to skip,
+    and OrtPredictor passes it; fp16 (for GPU providers) and GPU sessions let ORT fuse them again."""
+    import onnxruntime as ort
+
+    import pipeline.runtime.ort as runtime_ort
+
+    from_fused = json.loads((variants["int8"] / "export.json").read_text())["variant"]["steps"][0]["step"] == "fuse"
+    assert disabled_optimizers(variants["fused"]) == ["SkipLayerNormFusion"]
+    assert disabled_optimizers(variants["int8"]) == (["SkipLayerNormFusion"] if from_fused else [])
+    assert disabled_optimizers(variants["fp16"]) == [] and disabled_optimizers(variants["fused"], "cuda") == []
+    seen, real = [], ort.InferenceSession
+
+    def session(*args, **kwargs):
+        seen.append(kwargs.get("disabled_optimizers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runtime_ort.ort, "InferenceSession", session)
+    OrtPredictor(variants["fused"])
+    OrtPredictor(variants["fp16"])
+    assert seen == [["SkipLayerNormFusion"], None]
 
 
 def test_static_int8_calibrates_on_real_texts(onnx_dir, gate_data, tmp_path):

@@ -23,6 +23,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # --- the predictor -------------------------------------------------------------------------------------
+def test_session_spinning_settings():
+    from pipeline.runtime.ort import session_options
+
+    def entry(options, key: str) -> str | None:
+        try:
+            return options.get_session_config_entry(key)
+        except RuntimeError:  # "does not have configuration with key"
+            return None
+
+    run, never, always = (session_options(2, spinning=s) for s in ("run", "never", "always"))
+    assert entry(run, "session.force_spinning_stop") == "1" and entry(run, "session.intra_op.allow_spinning") is None
+    assert entry(never, "session.intra_op.allow_spinning") == "0"
+    # ORT's default: spin, also between runs
+    assert entry(always, "session.force_spinning_stop") is None is entry(always, "session.intra_op.allow_spinning")
+    with pytest.raises(ValueError, match="always, run, never"):
+        session_options(2, spinning="sometimes")
+
+
 def test_encoder_matches_transformers_tokenizer(onnx_dir, model_dir, texts):
     from transformers import AutoTokenizer
 

@@ -1,10 +1,12 @@
 """BERT: uncased WordPiece, BertForPreTraining with masked LM + next sentence prediction."""
 from __future__ import annotations
 
+import contextlib
 import random
 import re
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -119,6 +121,20 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Rand
         del longer[0 if rng.random() < 0.5 else -1]
 
 
+def _key_padding_mask(config, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
+                      **unused: Any) -> torch.Tensor | None:
+    """[batch, keys] 0/1 mask -> [batch, 1, 1, keys] additive mask (0 kept, dtype min padded), built as
+    transformers 4 did (Expand, 1 - mask, masked_fill): the ops, in this order, are the SDPA mask path that
+    onnxruntime.transformers' FusionAttention matches. (Transformers 5's own mask is [batch, 1, queries, keys],
+    and its `(1 - mask) * min` form starts with a Mul that the fusion confuses with the scores' scaling Mul.)"""
+    if attention_mask is None:
+        return None
+    dtype = inputs_embeds.dtype
+    rows = attention_mask[:, None, None, :]
+    inverted = 1.0 - rows.expand(rows.shape[0], 1, 1, rows.shape[-1]).to(dtype)
+    return inverted.masked_fill(inverted.to(torch.bool), torch.finfo(dtype).min)
+
+
 @register
 class Bert(Family):
     name = "bert"
@@ -160,6 +176,19 @@ class Bert(Family):
         return RobertaPreLayerNormConfig(
             max_position_embeddings=shape.max_position_embeddings + tokenizer.pad_token_id + 1, type_vocab_size=2,
             bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id, **common)
+
+    @contextlib.contextmanager
+    def export_patches(self, model: torch.nn.Module) -> Iterator[None]:
+        """The padding mask as one [batch, 1, 1, keys] additive row per text (`_key_padding_mask`) instead of
+        transformers' [batch, 1, queries, keys] square: the same numbers, a graph that adds one row to the
+        attention scores, and the mask pattern ORT's BERT fusion turns into the Attention op's key lengths."""
+        module = sys.modules[type(model.base_model).__module__]  # modeling_bert or modeling_roberta_prelayernorm
+        saved = module.create_bidirectional_mask
+        module.create_bidirectional_mask = _key_padding_mask
+        try:
+            yield
+        finally:
+            module.create_bidirectional_mask = saved
 
     def top_modules(self, model: torch.nn.Module, num_layers: int) -> list[torch.nn.Module]:
         encoder = model.base_model

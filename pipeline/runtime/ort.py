@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from pipeline.runtime.base import Predictor
+from pipeline.runtime.graph_info import disabled_optimizers
 from pipeline.runtime.text import PredictorError, read_json_file
 
 # --provider name -> ONNX Runtime providers in priority order (CPU last, for ops a GPU provider lacks)
@@ -168,13 +169,24 @@ def use_shared_cpu_arena(options: ort.SessionOptions) -> None:
     options.add_session_config_entry("session.use_env_allocators", "1")
 
 
-def session_options(threads: int | None = None, spinning: bool = True, arena: bool = True) -> ort.SessionOptions:
+# When the intra-op pool's idle threads spin, waiting for the next operator's work instead of sleeping:
+#   always: ORT's default, also between runs: the lowest latency on cores of one's own;
+#   run: only while a run lasts (session.force_spinning_stop): a graph of many short operators pays no wake-up
+#        per operator, and no thread spins once the run returns, so other work on shared cores (PyTorch's
+#        OpenMP pool in the same process, another session) is not starved. BERT small's fp32 graph on a 2-core
+#        AMX Xeon, against never: 1.60x at 1 x 128, 1.17x at 64 x 32, 1.24x at 64 x 128 (interleaved with
+#        PyTorch eager, whose times did not move);
+#   never: threads sleep whenever they have no work.
+SPINNING = ("always", "run", "never")
+
+
+def session_options(threads: int | None = None, spinning: str = "always", arena: bool = True) -> ort.SessionOptions:
     """The CPU session settings of every bilm ORT session (predictor, bench, ceilings): `threads` intra-op
     threads (None: ONNX Runtime's default, one per core), one inter-op thread (the graphs are sequential), and
-    whether idle pool threads spin: spinning lowers latency on cores of one's own, but on shared cores (or
-    beside PyTorch's OpenMP pool in one process) spinning threads starve the ones doing the work. arena=False:
-    memory goes back after each run instead of staying at the session's peak. With an arena, the process's
-    sessions share one (`use_shared_cpu_arena`)."""
+    when idle pool threads spin (SPINNING). arena=False: memory goes back after each run instead of staying at
+    the session's peak. With an arena, the process's sessions share one (`use_shared_cpu_arena`)."""
+    if spinning not in SPINNING:
+        raise ValueError(f"spinning={spinning!r}: use one of {', '.join(SPINNING)}")
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = arena
     if arena:
@@ -182,9 +194,11 @@ def session_options(threads: int | None = None, spinning: bool = True, arena: bo
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    if not spinning:
+    if spinning == "never":
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    elif spinning == "run":
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
 
@@ -204,7 +218,7 @@ def rows_per_run(batch: int, seq: int, max_tokens: int | None) -> int:
 
 class OrtPredictor(Predictor):
     def __init__(self, folder: str | Path, provider: str = "cpu", threads: int | None = None,
-                 provider_options: dict[str, dict] | None = None, spinning: bool = True, arena: bool = True,
+                 provider_options: dict[str, dict] | None = None, spinning: str = "always", arena: bool = True,
                  max_batch_tokens: int | None = CPU_MAX_BATCH_TOKENS):
         """max_batch_tokens: the CPU provider's token limit per run (None or 0: each batch in one run)."""
         super().__init__(folder)
@@ -222,7 +236,8 @@ class OrtPredictor(Predictor):
         options = session_options(threads, spinning, arena)
         try:
             self.session = ort.InferenceSession(str(path), options,
-                                                providers=_with_options(providers, provider_options or {}))
+                                                providers=_with_options(providers, provider_options or {}),
+                                                disabled_optimizers=disabled_optimizers(self.folder, provider) or None)
         except Exception as exc:  # InvalidProtobuf, InvalidGraph, Fail...: all mean the file is unusable
             raise PredictorError(f"{path} is corrupt or truncated and ONNX Runtime cannot load it "
                                  f"({str(exc).strip().splitlines()[0][:300]}); re-run `bilm export onnx`") from None

@@ -35,8 +35,8 @@ def time_calls(fn: Callable[[], Any], iterations: int, warmup: int = 1, budget_s
 # backend's first call then runs beside them (ORT's first call after PyTorch's ran up to 17% slower). PyTorch
 # keeps OpenMP's default wait policy, as a PyTorch server runs: OMP_WAIT_POLICY=PASSIVE
 # slowed eager by 17-48% at BERT small's 1 x 32 to 8 x 128 cells and 10% on real texts (2-core AMX Xeon,
-# 2026-12-02), which flattered ONNX Runtime. ORT sessions timed this way run without spinning (evaluate, bench):
-# several spinning pools outlast any settling call.
+# 2026-12-02), which flattered ONNX Runtime. ORT sessions timed this way spin only while a run lasts
+# (runtime.ort.SPINNING "run"; evaluate, bench): several pools spinning between runs outlast any settling call.
 SETTLE_S = 0.25
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.io import atomic_dir
+from pipeline.runtime.graph_info import disabled_optimizers
 from pipeline.runtime.text import TextEncoder
 from pipeline.serve.contract import INPUT, LABEL, PROBABILITIES, SERVE_INSTALL, ServeError, folder_kind, labels_of
 
@@ -244,6 +245,8 @@ def export_model(folder: Path, name: str, repo: Path, options: RepoOptions) -> l
         engine = json.loads((folder / "engine.json").read_text(encoding="utf-8"))["engine"]
         platform, net_files = "tensorrt_plan", {"model.plan": folder / engine}
     network = network_config(f"{name}-network", platform, inputs, (logits, logits_type), len(labels), options)
+    if platform == "python" and disabled_optimizers(folder):  # as OrtPredictor loads the graph on the CPU
+        _params(network, {"disabled_optimizers": ",".join(disabled_optimizers(folder))})
     write_model(repo, tokenizer_config(f"{name}-tokenizer", encoder, inputs, options),
                 {"model.py": TEMPLATES / "tokenizer.py", "tokenizer.json": folder / "tokenizer.json"})
     write_model(repo, network, {**net_files, "labels.txt": label_text})

@@ -16,8 +16,11 @@ class TritonPythonModel:
         threads = config.get("parameters", {}).get("intra_op_threads", {}).get("string_value")
         if threads:
             options.intra_op_num_threads = int(threads)
+        # graph transformers the folder's export.json asked CPU sessions to skip (bilm serve writes them here)
+        disabled = config.get("parameters", {}).get("disabled_optimizers", {}).get("string_value", "")
         self.session = ort.InferenceSession(str(Path(__file__).parent / "model.onnx"), options,
-                                            providers=["CPUExecutionProvider"])
+                                            providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=[n for n in disabled.split(",") if n] or None)
         self.inputs = [i["name"] for i in config["input"]]
         self.output = config["output"][0]["name"]
 
