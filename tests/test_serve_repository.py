@@ -57,6 +57,27 @@ def test_a_config_that_disagrees_with_the_graph_is_refused(folders, tmp_path):
         check_network(path, *network_io(folders["bert"]), 2)
 
 
+def test_python_network_skips_what_the_folders_export_json_asks(folders, tmp_path):
+    """A CPU variant's export.json names ORT graph transformers for CPU sessions to skip (the split
+    SkipLayerNormalization); the Python-backend network gets them as a config parameter and passes them on."""
+    import json
+
+    from pipeline.serve.repository import read_config
+
+    variant = tmp_path / "bert-fused"
+    shutil.copytree(folders["bert"], variant)
+    info = json.loads((variant / "export.json").read_text())
+    info["session"] = {"cpu": {"disabled_optimizers": ["SkipLayerNormFusion"]}}
+    (variant / "export.json").write_text(json.dumps(info))
+    run_cli_ok("export", "triton", str(variant), str(folders["xlnet"]), str(tmp_path / "repo"),
+               "--model-name", "bert", "--model-name", "xlnet", "--network-backend", "python")
+    bert = read_config(tmp_path / "repo" / "bert-network" / "config.pbtxt").parameters
+    assert bert["disabled_optimizers"].string_value == "SkipLayerNormFusion"
+    assert "disabled_optimizers" not in read_config(tmp_path / "repo" / "xlnet-network" / "config.pbtxt").parameters
+    stand_in = (tmp_path / "repo" / "bert-network" / "1" / "model.py").read_text()
+    assert "disabled_optimizers" in stand_in
+
+
 @pytest.mark.slow
 def test_repository_served_by_tritonserver_matches_bilm_predict(folders, tmp_path):
     from pipeline.runtime import OrtPredictor

@@ -147,10 +147,10 @@ def fuse_graph(source: Source, out_path: Path, skip_layer_norm: str = "split") -
             "skip_layer_norm": {"mode": skip_layer_norm, "split": split}}
 
 
-# ORT's CPU SkipLayerNormalization kernel (ORT 1.32, 2 threads, AMX Xeon) took 2.6-3.6x as long as an Add and a
+# ORT's CPU SkipLayerNormalization kernel (ORT 1.32, 2 threads, AMX Xeon) took 2.5-3.6x as long as an Add and a
 # LayerNormalization on the same tensors: 336 against 134 us at 32 x 32 x 128, 1914 against 530 us at
-# 8 x 128 x 768. Split back into those two ops, BERT small's fused graph ran 1.10-1.19x and its INT8 graph
-# 1.05-1.30x faster (1 x 128 to 64 x 128). A session loading the graph fuses an Add + LayerNormalization pair
+# 8 x 128 x 768. Split back into those two ops, BERT small's fused graph ran 1.09-1.21x and its INT8 graph
+# 1.04-1.37x faster (1 x 128 to 64 x 128). A session loading the graph fuses an Add + LayerNormalization pair
 # back into SkipLayerNormalization (ORT 1.32 matches x + skip and (x + bias) + skip, not the (x + skip) + bias
 # written here), so the CPU variants' export.json names its SkipLayerNormFusion transformer for CPU sessions to
 # skip; GPU providers (whose SkipLayerNormalization kernel is the fast form) fuse the pairs again as before.
