@@ -37,6 +37,7 @@ def test_session_spinning_settings():
     assert entry(never, "session.intra_op.allow_spinning") == "0"
     # ORT's default: spin, also between runs
     assert entry(always, "session.force_spinning_stop") is None is entry(always, "session.intra_op.allow_spinning")
+    assert {entry(o, "session.set_denormal_as_zero") for o in (run, never, always)} == {"1"}  # every session
     with pytest.raises(ValueError, match="always, run, never"):
         session_options(2, spinning="sometimes")
 

@@ -13,6 +13,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         options = ort.SessionOptions()
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")  # as bilm's sessions: runtime/ort.py
         threads = config.get("parameters", {}).get("intra_op_threads", {}).get("string_value")
         if threads:
             options.intra_op_num_threads = int(threads)
