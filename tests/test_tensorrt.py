@@ -427,9 +427,10 @@ def test_trt_predictor_without_cuda_says_why(bert_onnx_dir, tmp_path):
 def test_ort_tensorrt_provider_options_cache_under_artifacts_with_one_explicit_profile(onnx_dir, tmp_path):
     """The TensorRT EP gets one optimization profile over the model's real inputs (export.json) up to its
     tokenizer's max length, so it does not rebuild its engine as shapes grow."""
-    from pipeline.runtime.ort import _graph_inputs, tensorrt_ep_options
+    from pipeline.runtime.graph_info import graph_inputs
+    from pipeline.runtime.ort import tensorrt_ep_options
 
-    inputs = _graph_inputs(onnx_dir)
+    inputs = graph_inputs(onnx_dir)
     assert inputs == [i.name for i in ort.InferenceSession(str(onnx_dir / "model.onnx"),
                                                            providers=["CPUExecutionProvider"]).get_inputs()]
     max_length = TextEncoder(onnx_dir).max_length

@@ -9,8 +9,8 @@ import numpy as np
 import onnxruntime as ort
 
 from pipeline.runtime.base import Predictor
-from pipeline.runtime.graph_info import disabled_optimizers
-from pipeline.runtime.text import PredictorError, read_json_file
+from pipeline.runtime.graph_info import disabled_optimizers, graph_inputs
+from pipeline.runtime.text import PredictorError
 
 # --provider name -> ONNX Runtime providers in priority order (CPU last, for ops a GPU provider lacks)
 PROVIDERS = {
@@ -128,15 +128,6 @@ def preload_tensorrt_libraries() -> str | None:
     return str(Path(module.__file__).parent)
 
 
-def _graph_inputs(folder: Path) -> list[str] | None:
-    """The model's input names as export.json records them (without loading the graph)."""
-    info = folder / "export.json"
-    if not info.is_file():
-        return None
-    inputs = read_json_file(info, "export record").get("inputs")
-    return list(inputs) if isinstance(inputs, dict) and inputs else None
-
-
 def _with_options(providers: list[str], options: dict[str, dict]) -> list:
     """["TensorrtExecutionProvider", ...] -> [("TensorrtExecutionProvider", {...}), ...] where options exist."""
     return [(p, options[p]) if p in options else p for p in providers]
@@ -232,7 +223,7 @@ class OrtPredictor(Predictor):
             preload_tensorrt_libraries()  # before the session: the provider dlopens libnvinfer when it starts
             if provider_options is None:
                 provider_options = {"TensorrtExecutionProvider": tensorrt_ep_options(
-                    self.folder, inputs=_graph_inputs(self.folder), max_sequence=self.encoder.max_length)}
+                    self.folder, inputs=graph_inputs(self.folder), max_sequence=self.encoder.max_length)}
         path = self.folder / "model.onnx"
         if not path.is_file():
             raise PredictorError(f"{self.folder} has no model.onnx; export it with "

@@ -245,8 +245,9 @@ def export_model(folder: Path, name: str, repo: Path, options: RepoOptions) -> l
         engine = json.loads((folder / "engine.json").read_text(encoding="utf-8"))["engine"]
         platform, net_files = "tensorrt_plan", {"model.plan": folder / engine}
     network = network_config(f"{name}-network", platform, inputs, (logits, logits_type), len(labels), options)
-    if platform == "python" and disabled_optimizers(folder):  # as OrtPredictor loads the graph on the CPU
-        _params(network, {"disabled_optimizers": ",".join(disabled_optimizers(folder))})
+    skipped = disabled_optimizers(folder) if platform == "python" else []
+    if skipped:  # as OrtPredictor loads the graph on the CPU
+        _params(network, {"disabled_optimizers": ",".join(skipped)})
     write_model(repo, tokenizer_config(f"{name}-tokenizer", encoder, inputs, options),
                 {"model.py": TEMPLATES / "tokenizer.py", "tokenizer.json": folder / "tokenizer.json"})
     write_model(repo, network, {**net_files, "labels.txt": label_text})
