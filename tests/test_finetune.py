@@ -253,3 +253,29 @@ def test_training_patches_keep_logits_and_gradients_and_restore(prepared, tiny_p
         for name, grad in grads.items():
             torch.testing.assert_close(patched_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
     assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+def test_xlnet_batch_major_masks_change_no_bit(prepared, tiny_params, monkeypatch):
+    """The training patches hand XLNet's attention its masks in batch-major memory (a faster broadcast):
+    the same values, and a fine-tuning step gives the same logits and gradients to the bit, padded rows
+    included, as with XLNetModel's own layout."""
+    from pipeline.families import xlnet
+    from pipeline.finetune import build_classifier
+
+    mask = (torch.rand(5, 5, 3, 1) > 0.5).float()  # [i, j, b, 1]
+    major = xlnet._batch_major(mask)
+    assert torch.equal(major, mask) and major.permute(2, 3, 0, 1).is_contiguous()
+    assert not mask.permute(2, 3, 0, 1).is_contiguous() and xlnet._batch_major(None) is None
+
+    family, tok = get_family("xlnet"), AutoTokenizer.from_pretrained(prepared.tokenizer("xlnet"))
+    model = build_classifier(family, None, tiny_params, prepared, {"great": 0, "other": 1})[0].train()
+    batch = dict(tok(["good coffee, would buy again", "stale", "the tea was fine but the box came crushed"],
+                     padding=True, return_tensors="pt"))
+    results = []
+    for batch_major in (False, True):
+        monkeypatch.setattr(xlnet._TrainingRelAttention, "batch_major_masks", batch_major)
+        with family.training_patches(model):
+            results.append(_step(model, batch, 7))
+    (logits, grads), (major_logits, major_grads) = results
+    assert torch.equal(major_logits, logits)
+    assert major_grads.keys() == grads.keys() and all(torch.equal(major_grads[n], g) for n, g in grads.items())
