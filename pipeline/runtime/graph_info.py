@@ -1,5 +1,5 @@
-"""What a graph folder's export.json tells the sessions that load it (input names, graph transformers to skip); read without onnxruntime, so the serve
-repository writer can pass it on too."""
+"""What a graph folder's export.json tells the sessions that load it (input names, graph transformers to
+skip); read without onnxruntime, so the serve repository writer can pass it on too."""
 from __future__ import annotations
 
 from pathlib import Path
