@@ -296,6 +296,22 @@ def _stats(times: list[float], items: int) -> dict[str, float]:
             "items_per_s": float(items / np.median(times))}
 
 
+def speedup(times: list[float], eager_times: list[float]) -> dict[str, Any]:
+    """The median speed-up over eager, and its range over the interleaved rounds: each round's eager call over
+    this backend's call in the same round. A range that spans 1.0 is a tie at this run's noise (the median
+    alone read BERT-base's GEMM-bound fp32 cells as 0.94x in one run and 1.08x in the next)."""
+    rounds = [e / t for e, t in zip(eager_times, times)]
+    return {"speedup_vs_eager": float(np.median(eager_times) / np.median(times)),
+            "speedup_rounds": [float(min(rounds)), float(max(rounds))]}
+
+
+def speedup_text(stats: dict[str, Any]) -> str:
+    """"1.02x (0.97-1.06)": the median and the per-round range (bench.json from before the range: the median)."""
+    low, high = stats.get("speedup_rounds") or (None, None)
+    median = f"{stats['speedup_vs_eager']:.2f}x"
+    return median if low is None or low == high else f"{median} ({low:.2f}-{high:.2f})"
+
+
 def progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -380,8 +396,7 @@ def cell_stats(times: list[float], eager_times: list[float], feed: dict[str, np.
     max_tokens = getattr(predictor, "max_batch_tokens", None)  # ORT's row chunks; eager runs the whole batch
     roofline = ceilings.roofline_seconds(config, batch, seq, precision, max_tokens)
     return {**_stats(times, batch), "input_shape": [batch, seq], "run_rows": run_rows(batch, seq, max_tokens),
-            "roofline_fraction": roofline / min(times),
-            "speedup_vs_eager": float(np.median(eager_times) / np.median(times))}
+            "roofline_fraction": roofline / min(times), **speedup(times, eager_times)}
 
 
 def ort_profilers(target: Target, settings: BenchSettings, workdir: Path) -> dict[str, Any]:
@@ -423,7 +438,7 @@ def time_real_texts(backends: dict[str, Any], texts: list[str], rounds: int, bat
     times = time_feeds(backends, batches, rounds, 1)
     for name, t in times.items():
         out[name].update(_stats(t, len(texts)))
-        out[name]["speedup_vs_eager"] = float(np.median(times[EAGER]) / np.median(t)) if EAGER in times else None
+        out[name].update(speedup(t, times[EAGER]) if EAGER in times else {"speedup_vs_eager": None})
     return out
 
 
@@ -499,24 +514,25 @@ def print_table(results: list[dict], settings: BenchSettings) -> None:
 
     table = Table(title=f"bilm bench: {settings.threads} threads, {settings.rounds} interleaved rounds; roofline = "
                         f"best GEMM throughput of ORT or torch at each cell's GEMM shapes (same run)")
-    for col in ("family", "preset", "backend", "BxS", "p50 ms", "items/s", "vs eager", "roofline", "attention"):
+    for col in ("family", "preset", "backend", "BxS", "p50 ms", "items/s", "vs eager (rounds)", "roofline",
+                "attention"):
         table.add_column(col)
     for r in results:
         for backend, cells in r["cells"].items():
             for cell, s in cells.items():
                 share = s.get("profile", {}).get("attention_share")
                 table.add_row(r["family"], f"{r['preset']} {r['model']}", backend, cell, f"{s['p50_ms']:.1f}",
-                              f"{s['items_per_s']:.1f}", f"{s['speedup_vs_eager']:.2f}x",
+                              f"{s['items_per_s']:.1f}", speedup_text(s),
                               f"{s['roofline_fraction']:.0%}", "" if share is None else f"{share:.0%}")
         for cell, why in r.get("skipped_cells", {}).items():
             table.add_row(r["family"], f"{r['preset']} {r['model']}", "all", cell, why)
         for backend, s in r["real_texts"].items():
             table.add_row(r["family"], f"{r['preset']} {r['model']}", backend, f"real x{s['texts']}",
-                          f"{s['p50_ms']:.0f}", f"{s['items_per_s']:.1f}", f"{s['speedup_vs_eager']:.2f}x", "",
+                          f"{s['p50_ms']:.0f}", f"{s['items_per_s']:.1f}", speedup_text(s), "",
                           f"pad {s['padding_share']:.0%}")
         for backend, g in r["gpu"].items():
             if g["status"] != "ok":
-                table.add_row(r["family"], r["preset"], backend, "", g["status"][:90])
+                table.add_row(r["family"], r["preset"], backend, "", g["status"])
                 continue
             for cell, s in g["shapes"].items():
                 table.add_row(r["family"], r["preset"], backend, cell, f"{s['p50_ms']:.3f}", f"{s['items_per_s']:.0f}")

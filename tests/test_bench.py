@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from export_fixtures import family_name, onnx_dir  # noqa: F401
 
-from pipeline.bench import GRID, attention_shares, cell_gemms, is_attention, run_rows
+from pipeline.bench import GRID, attention_shares, cell_gemms, is_attention, run_rows, speedup, speedup_text
 from pipeline.families import get_family
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +76,17 @@ def test_attention_nodes_are_told_from_projections():
 
 
 @pytest.mark.slow
+def test_speedup_pairs_each_round_with_the_eager_call_of_the_same_round():
+    """Round 2 ran slow for both (drift hits every backend alike): paired by round, the ratios read 1.00x / 0.91x /
+    1.06x, which the table shows beside the medians' 1.00x."""
+    eager, ort_times = [1.0, 2.0, 0.95], [1.0, 2.2, 0.9]
+    s = speedup(ort_times, eager)
+    assert s["speedup_vs_eager"] == pytest.approx(1.0) and s["speedup_rounds"] == pytest.approx([2 / 2.2, 0.95 / 0.9])
+    assert speedup_text(s) == "1.00x (0.91-1.06)"
+    assert speedup_text({"speedup_vs_eager": 1.5}) == "1.50x"  # bench.json written before the range existed
+    assert speedup_text(speedup([2.0], [3.0])) == "1.50x"  # one round: no range
+
+
 def test_bench_runs_on_a_fresh_clone_with_and_without_out(tmp_path):
     """From an empty artifacts folder: random tiny-shape models are built, every CPU backend timed at each cell
     that fits, the CUDA rows listed (skipped here with the reason), and the JSON written where asked."""
@@ -95,6 +106,8 @@ def test_bench_runs_on_a_fresh_clone_with_and_without_out(tmp_path):
         assert all(s["roofline_fraction"] > 0 for s in cells.values())
         assert ("profile" in cells["2x64"]) == backend.startswith("ort-")
     assert row["cells"]["pytorch"]["2x64"]["speedup_vs_eager"] == 1.0
+    assert row["cells"]["pytorch"]["2x64"]["speedup_rounds"] == [1.0, 1.0]
+    assert all(len(cells[c]["speedup_rounds"]) == 2 for cells in row["cells"].values() for c in cells)
     if Path("/proc/self/clear_refs").exists():  # 2 x 64 was sized at 1 x 64 before its first call, and fits
         assert set(row["memory_probes_gb"]) == {"1x64"} and row["skipped_cells"] == {}
     assert set(row["real_texts"]) == set(row["cells"]) and row["real_texts"]["ort-fp32"]["texts"] == 8
