@@ -87,6 +87,20 @@ def test_speedup_pairs_each_round_with_the_eager_call_of_the_same_round():
     assert speedup_text(speedup([2.0], [3.0])) == "1.50x"  # one round: no range
 
 
+def test_each_ceiling_runtime_is_timed_after_the_others_threads_stop_spinning(tmp_path, monkeypatch):
+    """ORT's pool threads spin for 10-20 ms after a call (timing.IDLE_SPIN_S): torch's GEMM timed inside that
+    window read a fraction of its speed, so every runtime's calls start after a wait of that length."""
+    import pipeline.bench as bench
+    from pipeline.runtime.timing import IDLE_SPIN_S
+
+    log: list[str] = []
+    monkeypatch.setattr(bench.time, "sleep", lambda s: log.append(f"wait {s}"))
+    rates = bench.Ceilings(tmp_path, threads=1, repeats=2)._best(1e9, {"ort": lambda: log.append("ort"),
+                                                                       "torch": lambda: log.append("torch")})
+    assert log == [f"wait {IDLE_SPIN_S}"] + ["ort"] * 3 + [f"wait {IDLE_SPIN_S}"] + ["torch"] * 3
+    assert rates["by"] in ("ort", "torch") and set(rates["all"]) == {"ort", "torch"}
+
+
 def test_bench_runs_on_a_fresh_clone_with_and_without_out(tmp_path):
     """From an empty artifacts folder: random tiny-shape models are built, every CPU backend timed at each cell
     that fits, the CUDA rows listed (skipped here with the reason), and the JSON written where asked."""

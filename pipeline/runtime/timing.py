@@ -39,6 +39,13 @@ def time_calls(fn: Callable[[], Any], iterations: int, warmup: int = 1, budget_s
 # (runtime.ort.SPINNING "run"; evaluate, bench): several pools spinning between runs outlast any settling call.
 SETTLE_S = 0.25
 
+# Where a runtime's threads may spin between calls (the bench's GEMM ceilings time ORT sessions spinning as ORT
+# does by default, for its best throughput), they keep spinning 10-20 ms after the last call returns: on 2 cores
+# a torch GEMM started right away ran at 247-263 GFLOP/s, 20 ms later at 406-411 (512 x 768 x 3,072, 2-core AMX
+# Xeon, 2026-12-03), and the bench's torch ceilings had read as low as 20-160 GFLOP/s at shapes where torch
+# reaches 350-420. The other runtime is timed after waiting this long.
+IDLE_SPIN_S = 0.05
+
 
 def interleaved(calls: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
                 clocks: dict[str, Clock] | None = None, budget_s: float | None = None,
