@@ -75,7 +75,6 @@ def test_attention_nodes_are_told_from_projections():
     assert not is_attention("Add", [[1, 8, 32], [32]])  # a bias
 
 
-@pytest.mark.slow
 def test_speedup_pairs_each_round_with_the_eager_call_of_the_same_round():
     """Round 2 ran slow for both (drift hits every backend alike): paired by round, the ratios read 1.00x / 0.91x /
     1.06x, which the table shows beside the medians' 1.00x."""
@@ -101,6 +100,7 @@ def test_each_ceiling_runtime_is_timed_after_the_others_threads_stop_spinning(tm
     assert rates["by"] in ("ort", "torch") and set(rates["all"]) == {"ort", "torch"}
 
 
+@pytest.mark.slow
 def test_bench_runs_on_a_fresh_clone_with_and_without_out(tmp_path):
     """From an empty artifacts folder: random tiny-shape models are built, every CPU backend timed at each cell
     that fits, the CUDA rows listed (skipped here with the reason), and the JSON written where asked."""
